@@ -1,0 +1,162 @@
+"""`capdec-toolkit`: export, train, reference, fixture."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .bundle import Bundle, BundleError
+from .checkpoint import CapDecConfig, CapDecModel, CheckpointError, load_checkpoint, save_checkpoint
+from .clip_models import ClipError, load_clip
+from .export import ExportOptions, drift_report, export_bundle, format_drift, write_report
+from .gpt2 import Gpt2Config
+from .mapper import MapperConfig
+from .reference import goldens
+from .train import CorpusError, TrainOptions, load_pretrained_gpt2, read_corpus, train
+
+USER_ERRORS = (BundleError, CheckpointError, ClipError, CorpusError, FileNotFoundError)
+
+
+def _sample_photographs() -> list[Path]:
+    try:
+        import skimage
+    except ImportError:
+        return []
+    folder = Path(skimage.data.__file__).parent
+    return [folder / name for name in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")]
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    clip = load_clip(args.clip)
+    model = load_checkpoint(args.checkpoint, args.gpt_heads, args.mapper_heads)
+    name = args.name or args.out.name
+    description = args.description or f"CLIP {args.clip} + CapDec checkpoint {args.checkpoint.name}"
+    precisions = tuple(args.precisions.split(","))
+    options = ExportOptions(name, description, args.max_tokens, args.beam, precisions)
+    bundle = export_bundle(clip, model, args.out, options)
+    print(f"wrote bundle {args.out}")
+    images = args.images or _sample_photographs()
+    if "int8" in precisions and "fp32" in precisions and images:
+        report = drift_report(bundle, images)
+        write_report(report, args.out / "export-report.json")
+        print(format_drift(report))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    clip = load_clip(args.clip)
+    options = TrainOptions(
+        noise_variance=args.noise_variance,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        freeze_gpt=args.freeze_gpt,
+        seed=args.seed,
+        device=args.device,
+    )
+    captions = read_corpus(args.corpus, options.max_caption_tokens)
+    if args.init:
+        model = load_checkpoint(args.init)
+    else:
+        gpt = load_pretrained_gpt2(args.gpt) if args.gpt else None
+        gpt_config = gpt.config if gpt else Gpt2Config(args.gpt_layers, args.gpt_heads, args.gpt_width)
+        mapper = MapperConfig(
+            args.mapper, clip.embedding_size, gpt_config.width, args.prefix_length,
+            clip_length=args.prefix_length, layers=args.mapper_layers, heads=args.mapper_heads,
+        )
+        model = CapDecModel(CapDecConfig(mapper, gpt_config))
+        if gpt:
+            model.gpt = gpt
+
+    def report(epoch: int, step: int, loss: float) -> None:
+        if step % args.log_every == 0:
+            print(f"epoch {epoch} step {step} loss {loss:.4f}", flush=True)
+
+    train(clip, model, captions, options, report)
+    save_checkpoint(model, args.out)
+    print(f"wrote {args.out}")
+
+
+def cmd_reference(args: argparse.Namespace) -> None:
+    bundle = Bundle.open(args.bundle)
+    data = goldens(bundle, args.images, args.out.parent)
+    args.out.write_text(json.dumps(data, indent=1) + "\n")
+    for precision, results in data["precisions"].items():
+        for image, result in results.items():
+            print(f"{precision} {image}: {result['beam']['text']}")
+
+
+def cmd_fixture(args: argparse.Namespace) -> None:
+    from .fixture import build_fixture
+
+    print(build_fixture(args.out, args.goldens, args.images))
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="capdec-toolkit", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    export = commands.add_parser("export", help="CLIP + CapDec checkpoint -> model bundle (fp32 + int8)")
+    export.add_argument("--clip", required=True, help="Hugging Face name or folder, OpenCLIP folder, or RN50x4")
+    export.add_argument("--checkpoint", required=True, type=Path, help="CapDec/ClipCap state dict (.pt)")
+    export.add_argument("--out", required=True, type=Path, help="bundle folder to write")
+    export.add_argument("--name")
+    export.add_argument("--description")
+    export.add_argument("--gpt-heads", type=int, help="default: the checkpoint's sidecar, else width / 64")
+    export.add_argument("--mapper-heads", type=int, help="default: the checkpoint's sidecar, else 8")
+    export.add_argument("--max-tokens", type=int, default=67)
+    export.add_argument("--beam", type=int, default=5)
+    export.add_argument("--precisions", default="fp32,int8")
+    export.add_argument("--images", nargs="*", type=Path, help="images for the int8 drift report")
+    export.set_defaults(run=cmd_export)
+
+    trainer = commands.add_parser("train", help="CapDec text-only training on a caption corpus")
+    trainer.add_argument("--clip", required=True)
+    trainer.add_argument("--corpus", required=True, type=Path, help="one caption a line, UTF-8")
+    trainer.add_argument("--out", required=True, type=Path, help="checkpoint to write, e.g. coco_prefix-009.pt")
+    trainer.add_argument("--init", type=Path, help="continue from this CapDec checkpoint")
+    trainer.add_argument("--gpt", help="start GPT-2 from this Hugging Face name or folder (else random)")
+    trainer.add_argument("--gpt-layers", type=int, default=12)
+    trainer.add_argument("--gpt-heads", type=int, default=12)
+    trainer.add_argument("--gpt-width", type=int, default=768)
+    trainer.add_argument("--mapper", choices=("mlp", "transformer"), default="transformer")
+    trainer.add_argument("--prefix-length", type=int, default=40)
+    trainer.add_argument("--mapper-layers", type=int, default=8)
+    trainer.add_argument("--mapper-heads", type=int, default=8)
+    trainer.add_argument("--noise-variance", type=float, default=0.016)
+    trainer.add_argument("--epochs", type=int, default=10)
+    trainer.add_argument("--batch-size", type=int, default=40)
+    trainer.add_argument("--lr", type=float, default=2e-5)
+    trainer.add_argument("--freeze-gpt", action="store_true")
+    trainer.add_argument("--seed", type=int, default=0)
+    trainer.add_argument("--device", default="cpu", help="cpu or cuda")
+    trainer.add_argument("--log-every", type=int, default=10)
+    trainer.set_defaults(run=cmd_train)
+
+    reference = commands.add_parser("reference", help="golden outputs of a bundle through onnxruntime")
+    reference.add_argument("bundle", type=Path)
+    reference.add_argument("images", nargs="+", type=Path)
+    reference.add_argument("--out", required=True, type=Path)
+    reference.set_defaults(run=cmd_reference)
+
+    fixture = commands.add_parser("fixture", help="regenerate models/fixture-tiny and its goldens")
+    fixture.add_argument("--out", type=Path, default=Path("models/fixture-tiny"))
+    fixture.add_argument("--goldens", type=Path, default=Path("tests/data/fixture-goldens.json"))
+    fixture.add_argument("--images", type=Path, default=Path("tests/data/images"))
+    fixture.set_defaults(run=cmd_fixture)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

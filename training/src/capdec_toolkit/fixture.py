@@ -1,0 +1,89 @@
+"""models/fixture-tiny: random weights, tiny widths and depths, but the real structure, the real GPT-2 vocabulary
+and the real preprocessing; plus goldens for real photographs. Deterministic: the same command rewrites the same
+bytes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
+from .clip_models import load_clip
+from .export import ExportOptions, drift_report, export_bundle, format_drift
+from .gpt2 import Gpt2Config
+from .mapper import MapperConfig
+from .reference import goldens
+
+# scikit-image's sample photographs (public domain or CC0, see skimage/data/README.txt): colour, grey, JPEG.
+PHOTOGRAPHS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png")
+SEED = 20261126
+DESCRIPTION = (
+    "Test fixture, not a captioner: random weights in CapDec's structure (tiny ViT CLIP 224 px / patch 32, "
+    "transformer mapper, 2-layer GPT-2 with the real 50,257-token vocabulary). Made by `capdec-toolkit fixture`."
+)
+
+
+def tiny_hf_clip(folder: Path) -> None:
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig(
+        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 77},
+        vision_config={"image_size": 224, "patch_size": 32, "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 2},
+        projection_dim=32,
+    )
+    CLIPModel(config).save_pretrained(folder)
+
+
+def tiny_capdec() -> CapDecModel:
+    config = CapDecConfig(
+        MapperConfig("transformer", clip_size=32, width=32, prefix_length=4, clip_length=4, layers=2, heads=4),
+        Gpt2Config(layers=2, heads=2, width=32, vocab_size=50257, max_positions=128),
+    )
+    model = CapDecModel(config)
+    # Wide random weights make the next-token distribution peaked, so golden beams are far from ties.
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if not isinstance(module, nn.LayerNorm) and name != "bias":
+                nn.init.normal_(parameter, std=0.3)
+    return model.eval()
+
+
+def photographs(images: Path) -> list[Path]:
+    import skimage
+
+    source = Path(skimage.data.__file__).parent
+    images.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in PHOTOGRAPHS:
+        shutil.copyfile(source / name, images / name)
+        paths.append(images / name)
+    return paths
+
+
+def build_fixture(out: Path, goldens_file: Path, images: Path) -> str:
+    torch.manual_seed(SEED)
+    with tempfile.TemporaryDirectory() as scratch:
+        clip_folder = Path(scratch) / "clip"
+        tiny_hf_clip(clip_folder)
+        checkpoint = Path(scratch) / "fixture_prefix-000.pt"
+        save_checkpoint(tiny_capdec(), checkpoint)
+        # Through the same path a user's export takes: a saved CLIP folder and a checkpoint file.
+        clip = load_clip(str(clip_folder))
+        model = load_checkpoint(checkpoint)
+        if out.exists():
+            shutil.rmtree(out)
+        bundle = export_bundle(clip, model, out, ExportOptions("fixture-tiny", DESCRIPTION, max_tokens=20))
+    paths = photographs(images)
+    report = drift_report(bundle, paths)
+    data = goldens(bundle, paths, relative_to=goldens_file.parent)
+    data["int8_drift"] = {key: report[key] for key in ("embedding_cosine_min", "prefix_max_abs", "captions_identical")}
+    goldens_file.parent.mkdir(parents=True, exist_ok=True)
+    goldens_file.write_text(json.dumps(data, indent=1) + "\n")
+    return format_drift(report)
