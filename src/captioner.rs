@@ -6,7 +6,7 @@ use anyhow::{Context, Result, ensure};
 use image::RgbImage;
 
 use crate::bundle::{Bundle, TableDtype};
-use crate::decoder::{Decoder, DecoderShape};
+use crate::decoder::{Decoder, DecoderShape, Session};
 use crate::embeddings::TokenEmbeddings;
 use crate::encoder::Encoder;
 use crate::mapper::Mapper;
@@ -205,8 +205,13 @@ impl Captioner {
 
     pub fn decode(&self, prefix: &[f32], config: &SearchConfig) -> Result<Hypothesis> {
         self.check_search(config)?;
-        let (mut session, first) = self.decoder.start(prefix)?;
+        let (mut session, first) = self.start_decoding(prefix)?;
         search::search(&first, &mut session, config)
+    }
+
+    /// The decoder's prefix call: a session to step token by token, and the first logits.
+    pub fn start_decoding(&self, prefix: &[f32]) -> Result<(Session<'_>, Vec<f32>)> {
+        self.decoder.start(prefix)
     }
 
     pub fn text(&self, tokens: &[u32]) -> String {

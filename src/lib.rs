@@ -3,6 +3,7 @@
 //! Data flows one way: `bundle` -> `graph` -> `encoder`, `mapper`, `decoder` (with `embeddings`), driven by the
 //! pure `search` and rendered by `tokenizer`; `preprocess` turns files into tensors; `captioner` ties them.
 
+pub mod bench;
 pub mod bundle;
 pub mod captioner;
 pub mod decoder;

@@ -7,47 +7,76 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use capdec_edge::bench::BenchOptions;
 use capdec_edge::bundle::{Bundle, MANIFEST};
 use capdec_edge::captioner::{Caption, Captioner};
 use capdec_edge::preprocess;
 use serde_json::json;
 
-const USAGE: &str = "capdec caption IMAGE... [--model DIR] [--precision fp32|int8] [--beam N] [--max-tokens N] [--json]";
+const USAGE: &str = "capdec caption IMAGE... [--model DIR] [--precision fp32|int8] [--beam N] [--max-tokens N] [--json]
+       capdec bench [IMAGE] [--model DIR] [--precision fp32|int8] [--threads 1,2] [--runs N] [--warmup N] [--tokens N] [--beam N] [--json]";
 
 const HELP: &str = "\
 capdec: caption images on the device with a CapDec model bundle
 
 usage: capdec caption IMAGE... [OPTIONS]
+       capdec bench [IMAGE] [OPTIONS]
 
-options:
+options (both commands):
   --model DIR          model bundle folder (default: $CAPDEC_MODEL, else models/demo or
                        models/fixture-tiny next to the executable or in the current folder)
   --precision P        fp32 or int8 (default: the bundle's default_precision)
-  --beam N             beam size, 1 = greedy (default: the bundle's)
-  --max-tokens N       longest caption in tokens (default: the bundle's)
-  --json               one JSON object a line: file, caption, tokens, mean_log_prob, ms per stage
+  --beam N             beam size, 1 = greedy (default: the bundle's; bench: 5)
+  --json               caption: one JSON object a line: file, caption, tokens, mean_log_prob, ms per stage;
+                       bench: one JSON report
   -h, --help           this help
   -V, --version        version
+
+caption:
+  --max-tokens N       longest caption in tokens (default: the bundle's)
+
+bench (times every stage, median and 90th percentile; the image defaults to a grey frame):
+  --threads LIST       thread counts to measure, comma-separated (default: 1,2)
+  --runs N             timed runs per stage (default: 20)
+  --warmup N           untimed runs first (default: 3)
+  --tokens N           every benchmarked caption is this long (default: 20)
 
 Exit status: 0 all captioned, 1 a failure (any image or the bundle), 2 usage error.";
 
 /// The default bundles, most capable first.
 const DEFAULT_BUNDLES: [&str; 2] = ["models/demo", "models/fixture-tiny"];
 
+/// Options every command takes.
 #[derive(Debug, Default)]
-struct CaptionArgs {
-    images: Vec<PathBuf>,
+struct CommonArgs {
     model: Option<PathBuf>,
     precision: Option<String>,
     beam: Option<usize>,
-    max_tokens: Option<usize>,
     json: bool,
+}
+
+#[derive(Debug, Default)]
+struct CaptionArgs {
+    common: CommonArgs,
+    images: Vec<PathBuf>,
+    max_tokens: Option<usize>,
+}
+
+#[derive(Debug)]
+struct BenchArgs {
+    common: CommonArgs,
+    image: Option<PathBuf>,
+    threads: Vec<usize>,
+    runs: usize,
+    warmup: usize,
+    tokens: usize,
 }
 
 enum Command {
     Help,
     Version,
     Caption(CaptionArgs),
+    Bench(BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,46 +87,59 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match command {
-        Command::Help => println!("{HELP}"),
-        Command::Version => println!("capdec {}", env!("CARGO_PKG_VERSION")),
-        Command::Caption(args) => match caption(&args) {
-            Ok(true) => {}
-            Ok(false) => return ExitCode::FAILURE,
-            Err(e) => {
-                eprintln!("error: {}", one_line(&e));
-                return ExitCode::FAILURE;
-            }
-        },
+    let outcome = match command {
+        Command::Help => {
+            println!("{HELP}");
+            Ok(true)
+        }
+        Command::Version => {
+            println!("capdec {}", env!("CARGO_PKG_VERSION"));
+            Ok(true)
+        }
+        Command::Caption(args) => caption(&args),
+        Command::Bench(args) => bench(&args),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
     }
-    ExitCode::SUCCESS
 }
 
-fn parse_args(args: Vec<OsString>) -> Result<Command, String> {
+/// What an option parser made of one argument.
+enum Parsed {
+    Taken,
+    Help,
+    Unknown,
+}
+
+/// Walks a command's arguments: positional ones go to `positional`; `--name value` and `--name=value` go to
+/// `option` first, then to the options every command shares.
+fn walk_args(
+    args: impl Iterator<Item = OsString>,
+    common: &mut CommonArgs,
+    mut positional: impl FnMut(OsString),
+    mut option: impl FnMut(
+        &str,
+        &mut dyn FnMut(&str) -> Result<OsString, String>,
+    ) -> Result<Parsed, String>,
+) -> Result<Parsed, String> {
     let mut args = args.into_iter();
-    let Some(first) = args.next() else {
-        return Err("no command given".into());
-    };
-    match first.to_str() {
-        Some("-h" | "--help" | "help") => return Ok(Command::Help),
-        Some("-V" | "--version") => return Ok(Command::Version),
-        Some("caption") => {}
-        _ => return Err(format!("unknown command `{}`", first.to_string_lossy())),
-    }
-    let mut parsed = CaptionArgs::default();
     let mut only_files = false;
     while let Some(arg) = args.next() {
-        let Some(option) = arg
+        let Some(text) = arg
             .to_str()
             .filter(|t| !only_files && t.starts_with('-') && t.len() > 1)
         else {
-            parsed.images.push(PathBuf::from(arg));
+            positional(arg);
             continue;
         };
-        // `--name=value` and `--name value` are both accepted.
-        let (name, inline) = match option.split_once('=') {
+        let (name, inline) = match text.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(OsString::from(v))),
-            _ => (option.to_string(), None),
+            _ => (text.to_string(), None),
         };
         let mut value = |what: &str| -> Result<OsString, String> {
             inline
@@ -107,47 +149,164 @@ fn parse_args(args: Vec<OsString>) -> Result<Command, String> {
         };
         match name.as_str() {
             "--" => only_files = true,
-            "-h" | "--help" => return Ok(Command::Help),
-            "--json" if inline.is_none() => parsed.json = true,
-            "--model" => parsed.model = Some(PathBuf::from(value("a folder")?)),
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--json" if inline.is_none() => common.json = true,
+            "--model" => common.model = Some(PathBuf::from(value("a folder")?)),
             "--precision" => {
                 let p = value("fp32 or int8")?.to_string_lossy().into_owned();
                 if p != "fp32" && p != "int8" {
                     return Err(format!("--precision must be fp32 or int8, not `{p}`"));
                 }
-                parsed.precision = Some(p);
+                common.precision = Some(p);
             }
-            "--beam" => parsed.beam = Some(positive(&name, value("a number")?)?),
-            "--max-tokens" => parsed.max_tokens = Some(positive(&name, value("a number")?)?),
-            _ => return Err(format!("unknown option `{name}`")),
+            "--beam" => common.beam = Some(positive(&name, value("a number")?)?),
+            _ => match option(&name, &mut value)? {
+                Parsed::Unknown => return Err(format!("unknown option `{name}`")),
+                Parsed::Help => return Ok(Parsed::Help),
+                Parsed::Taken => {}
+            },
         }
     }
-    if parsed.images.is_empty() {
+    Ok(Parsed::Taken)
+}
+
+fn parse_args(args: Vec<OsString>) -> Result<Command, String> {
+    let mut args = args.into_iter();
+    let Some(first) = args.next() else {
+        return Err("no command given".into());
+    };
+    match first.to_str() {
+        Some("-h" | "--help" | "help") => Ok(Command::Help),
+        Some("-V" | "--version") => Ok(Command::Version),
+        Some("caption") => parse_caption(args),
+        Some("bench") => parse_bench(args),
+        _ => Err(format!("unknown command `{}`", first.to_string_lossy())),
+    }
+}
+
+fn parse_caption(args: impl Iterator<Item = OsString>) -> Result<Command, String> {
+    let mut parsed = CaptionArgs::default();
+    let mut images = Vec::new();
+    let mut max_tokens = None;
+    let walked = walk_args(
+        args,
+        &mut parsed.common,
+        |arg| images.push(PathBuf::from(arg)),
+        |name, value| {
+            if name != "--max-tokens" {
+                return Ok(Parsed::Unknown);
+            }
+            max_tokens = Some(positive(name, value("a number")?)?);
+            Ok(Parsed::Taken)
+        },
+    )?;
+    if let Parsed::Help = walked {
+        return Ok(Command::Help);
+    }
+    if images.is_empty() {
         return Err("no image given".into());
     }
+    parsed.images = images;
+    parsed.max_tokens = max_tokens;
     Ok(Command::Caption(parsed))
 }
 
-fn positive(name: &str, value: OsString) -> Result<usize, String> {
+fn parse_bench(args: impl Iterator<Item = OsString>) -> Result<Command, String> {
+    let mut common = CommonArgs::default();
+    let mut images = Vec::new();
+    let (mut threads, mut runs, mut warmup, mut tokens) = (vec![1, 2], 20, 3, 20);
+    let walked = walk_args(
+        args,
+        &mut common,
+        |arg| images.push(PathBuf::from(arg)),
+        |name, value| {
+            match name {
+                "--threads" => {
+                    let list = value("a list such as 1,2")?;
+                    threads = list
+                        .to_string_lossy()
+                        .split(',')
+                        .map(|n| positive(name, OsString::from(n)))
+                        .collect::<Result<_, _>>()?;
+                }
+                "--runs" => runs = positive(name, value("a number")?)?,
+                "--warmup" => warmup = whole(name, value("a number")?)?,
+                "--tokens" => tokens = positive(name, value("a number")?)?,
+                _ => return Ok(Parsed::Unknown),
+            }
+            Ok(Parsed::Taken)
+        },
+    )?;
+    if let Parsed::Help = walked {
+        return Ok(Command::Help);
+    }
+    if images.len() > 1 {
+        return Err("bench takes at most one image".into());
+    }
+    Ok(Command::Bench(BenchArgs {
+        common,
+        image: images.pop(),
+        threads,
+        runs,
+        warmup,
+        tokens,
+    }))
+}
+
+fn whole(name: &str, value: OsString) -> Result<usize, String> {
     let text = value.to_string_lossy();
-    match text.parse::<usize>() {
+    text.parse::<usize>()
+        .map_err(|_| format!("{name} must be a whole number, not `{text}`"))
+}
+
+fn positive(name: &str, value: OsString) -> Result<usize, String> {
+    match whole(name, value.clone()) {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!(
-            "{name} must be a positive whole number, not `{text}`"
+            "{name} must be a positive whole number, not `{}`",
+            value.to_string_lossy()
         )),
+    }
+}
+
+fn bench(args: &BenchArgs) -> Result<bool> {
+    let model = model_dir(&args.common)?;
+    let image = match &args.image {
+        Some(path) => preprocess::load_rgb(path)?,
+        // A mid-grey 640x480 frame: the networks' cost does not depend on the picture.
+        None => image::RgbImage::from_pixel(640, 480, image::Rgb([128, 128, 128])),
+    };
+    let options = BenchOptions {
+        precision: args.common.precision.clone(),
+        threads: args.threads.clone(),
+        runs: args.runs,
+        warmup: args.warmup,
+        tokens: args.tokens,
+        beam_size: args.common.beam.unwrap_or(5),
+    };
+    let report = capdec_edge::bench::run(&model, &image, &options)?;
+    if args.common.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(true)
+}
+
+fn model_dir(common: &CommonArgs) -> Result<PathBuf> {
+    match &common.model {
+        Some(dir) => Ok(dir.clone()),
+        None => default_bundle(),
     }
 }
 
 /// Captions every image, reporting each failure as it happens; `Ok(false)` when any image failed.
 fn caption(args: &CaptionArgs) -> Result<bool> {
-    let dir = match &args.model {
-        Some(dir) => dir.clone(),
-        None => default_bundle()?,
-    };
+    let dir = model_dir(&args.common)?;
     let bundle = Bundle::open(&dir)?;
-    let captioner = Captioner::load(&bundle, args.precision.as_deref())?;
+    let captioner = Captioner::load(&bundle, args.common.precision.as_deref())?;
     let mut config = captioner.search_config().clone();
-    config.beam_size = args.beam.unwrap_or(config.beam_size);
+    config.beam_size = args.common.beam.unwrap_or(config.beam_size);
     config.max_tokens = args.max_tokens.unwrap_or(config.max_tokens);
     captioner
         .check_search(&config)
@@ -167,7 +326,7 @@ fn caption(args: &CaptionArgs) -> Result<bool> {
             Ok(caption)
         })();
         match result {
-            Ok(c) if args.json => {
+            Ok(c) if args.common.json => {
                 let t = &c.timings;
                 let record = json!({
                     "file": file,
@@ -185,7 +344,7 @@ fn caption(args: &CaptionArgs) -> Result<bool> {
                 all_ok = false;
                 let message = one_line(&e);
                 eprintln!("error: {message}");
-                if args.json {
+                if args.common.json {
                     println!("{}", json!({"file": file, "error": message}));
                 }
             }

@@ -1,0 +1,253 @@
+//! `capdec bench`: where a caption's time and memory go, stage by stage, at each thread count.
+//!
+//! Captions are forced to a fixed length (no stop token can end them) so that runs, thread counts and engines
+//! compare like for like; medians and 90th percentiles over many runs after a warm-up, never a single timing.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use image::RgbImage;
+use serde_json::{Value, json};
+use tract_onnx::tract_core::tract_linalg::multithread::{Executor, set_default_executor};
+
+use crate::bundle::Bundle;
+use crate::captioner::Captioner;
+use crate::search::{SearchConfig, Step};
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub precision: Option<String>,
+    pub threads: Vec<usize>,
+    pub runs: usize,
+    pub warmup: usize,
+    /// Tokens in every benchmarked caption.
+    pub tokens: usize,
+    pub beam_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: &'static str,
+    pub median_ms: f64,
+    pub p90_ms: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThreadReport {
+    pub threads: usize,
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub model: String,
+    pub precision: String,
+    pub load_ms: f64,
+    pub options: BenchOptions,
+    pub per_threads: Vec<ThreadReport>,
+    /// Peak resident memory of the whole process (Linux `VmHWM`), after loading and after all runs.
+    pub peak_rss_after_load_mb: Option<f64>,
+    pub peak_rss_mb: Option<f64>,
+}
+
+pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<BenchReport> {
+    ensure!(
+        options.runs >= 1 && options.tokens >= 1 && options.beam_size >= 2,
+        "bench needs at least 1 run, 1 token and a beam of 2 or more"
+    );
+    let start = Instant::now();
+    let bundle = Bundle::open(model)?;
+    let captioner = Captioner::load(&bundle, options.precision.as_deref())?;
+    let load_ms = elapsed_ms(start);
+    let peak_rss_after_load_mb = peak_rss_mb();
+
+    let greedy = fixed_length(&captioner, 1, options.tokens);
+    let beam = fixed_length(&captioner, options.beam_size, options.tokens);
+    captioner.check_search(&beam)?;
+    let mut per_threads = Vec::new();
+    for &threads in &options.threads {
+        ensure!(threads >= 1, "thread counts must be at least 1");
+        set_default_executor(if threads == 1 {
+            Executor::SingleThread
+        } else {
+            Executor::multithread(threads)
+        });
+        let pixels = captioner.preprocess(image);
+        let embedding = captioner.embed(pixels.clone())?;
+        let prefix = captioner.prefix(embedding.clone())?;
+        let time = |name: &'static str, f: &mut dyn FnMut() -> Result<Vec<f64>>| -> Result<Stage> {
+            for _ in 0..options.warmup {
+                f()?;
+            }
+            let mut samples = Vec::new();
+            for _ in 0..options.runs {
+                samples.extend(f()?);
+            }
+            Ok(Stage::from_samples(name, samples))
+        };
+        let stages = vec![
+            time("preprocess", &mut || {
+                timed(|| Ok(captioner.preprocess(image)))
+            })?,
+            time("encode", &mut || timed(|| captioner.embed(pixels.clone())))?,
+            time("map", &mut || timed(|| captioner.prefix(embedding.clone())))?,
+            time("decoder prefix step", &mut || {
+                timed(|| captioner.start_decoding(&prefix))
+            })?,
+            time("decoder token step", &mut || {
+                token_steps(&captioner, &prefix, 1, options.tokens)
+            })?,
+            time("decoder beam step", &mut || {
+                token_steps(&captioner, &prefix, options.beam_size, options.tokens)
+            })?,
+            time("caption greedy", &mut || {
+                timed(|| captioner.caption(image, &greedy))
+            })?,
+            time("caption beam", &mut || {
+                timed(|| captioner.caption(image, &beam))
+            })?,
+        ];
+        per_threads.push(ThreadReport { threads, stages });
+    }
+    set_default_executor(Executor::SingleThread);
+    Ok(BenchReport {
+        model: bundle.manifest.name.clone(),
+        precision: captioner.precision().to_string(),
+        load_ms,
+        options: options.clone(),
+        per_threads,
+        peak_rss_after_load_mb,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// A search that always writes `tokens` tokens: nothing stops it early.
+fn fixed_length(captioner: &Captioner, beam_size: usize, tokens: usize) -> SearchConfig {
+    SearchConfig {
+        beam_size,
+        max_tokens: tokens,
+        stop_token_ids: Vec::new(),
+        end_of_text_id: u32::MAX,
+        ..captioner.search_config().clone()
+    }
+}
+
+/// The duration of every decoder call of a caption after the prefix, `rows` sequences at a time.
+fn token_steps(
+    captioner: &Captioner,
+    prefix: &[f32],
+    rows: usize,
+    tokens: usize,
+) -> Result<Vec<f64>> {
+    let (mut session, first) = captioner.start_decoding(prefix)?;
+    let token = first
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(id, _)| id as u32)
+        .context("the decoder returned no logits")?;
+    let mut samples = Vec::with_capacity(tokens);
+    let mut sources = vec![0; rows];
+    for _ in 0..tokens {
+        let start = Instant::now();
+        session.step(&sources, &vec![token; rows])?;
+        samples.push(elapsed_ms(start));
+        sources = (0..rows).collect();
+    }
+    Ok(samples)
+}
+
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<Vec<f64>> {
+    let start = Instant::now();
+    f()?;
+    Ok(vec![elapsed_ms(start)])
+}
+
+fn elapsed_ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+impl Stage {
+    fn from_samples(name: &'static str, mut samples: Vec<f64>) -> Stage {
+        samples.sort_by(f64::total_cmp);
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Stage {
+            name,
+            median_ms: at(0.5),
+            p90_ms: at(0.9),
+        }
+    }
+}
+
+/// Peak resident set size of this process in MB, where the OS reports it.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+impl BenchReport {
+    pub fn to_json(&self) -> Value {
+        let mb = |v: Option<f64>| v.map_or(Value::Null, |v| json!(v));
+        json!({
+            "model": self.model,
+            "precision": self.precision,
+            "load_ms": self.load_ms,
+            "runs": self.options.runs,
+            "warmup": self.options.warmup,
+            "tokens": self.options.tokens,
+            "beam_size": self.options.beam_size,
+            "peak_rss_after_load_mb": mb(self.peak_rss_after_load_mb),
+            "peak_rss_mb": mb(self.peak_rss_mb),
+            "threads": self.per_threads.iter().map(|t| json!({
+                "threads": t.threads,
+                "stages": t.stages.iter().map(|s| json!({
+                    "stage": s.name, "median_ms": s.median_ms, "p90_ms": s.p90_ms,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        let mb = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0} MB"));
+        let mut text = format!(
+            "model {} ({}), load {:.0} ms, peak RSS {} after load, {} overall\n\
+             {} runs after {} warm-up, captions of {} tokens, beam {}\n\n{:<22}",
+            self.model,
+            self.precision,
+            self.load_ms,
+            mb(self.peak_rss_after_load_mb),
+            mb(self.peak_rss_mb),
+            self.options.runs,
+            self.options.warmup,
+            self.options.tokens,
+            self.options.beam_size,
+            "stage (ms)",
+        );
+        for t in &self.per_threads {
+            text += &format!(
+                "{:>24}",
+                format!(
+                    "{} thread{} median / p90",
+                    t.threads,
+                    if t.threads == 1 { "" } else { "s" }
+                )
+            );
+        }
+        text.push('\n');
+        let Some(first) = self.per_threads.first() else {
+            return text;
+        };
+        for (ix, stage) in first.stages.iter().enumerate() {
+            text += &format!("{:<22}", stage.name);
+            for t in &self.per_threads {
+                let s = &t.stages[ix];
+                text += &format!("{:>24}", format!("{:.2} / {:.2}", s.median_ms, s.p90_ms));
+            }
+            text.push('\n');
+        }
+        text
+    }
+}

@@ -1,0 +1,103 @@
+//! `capdec bench` runs on the fixture and prints well-formed reports. Timings are printed, never asserted on:
+//! speed is judged by BENCHMARKS.md's side-by-side runs, not by tests on a shared machine.
+
+mod common;
+
+use serde_json::Value;
+
+const STAGES: [&str; 8] = [
+    "preprocess",
+    "encode",
+    "map",
+    "decoder prefix step",
+    "decoder token step",
+    "decoder beam step",
+    "caption greedy",
+    "caption beam",
+];
+
+#[test]
+fn json_report_covers_every_stage_at_every_thread_count() {
+    let run = common::capdec(&[
+        "bench",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--tokens",
+        "3",
+        "--threads",
+        "1,2",
+        "--json",
+    ]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let report: Value = serde_json::from_str(run.stdout.trim()).expect("one JSON report");
+    assert_eq!(report["model"], "fixture-tiny");
+    assert_eq!(report["precision"], "int8");
+    assert_eq!(report["tokens"], 3);
+    assert!(report["load_ms"].as_f64().is_some_and(|ms| ms > 0.0));
+    assert!(report["peak_rss_mb"].as_f64().is_some_and(|mb| mb > 1.0));
+    let threads = report["threads"].as_array().expect("per-thread reports");
+    assert_eq!(threads.len(), 2);
+    for (report, count) in threads.iter().zip([1, 2]) {
+        assert_eq!(report["threads"], count);
+        let stages = report["stages"].as_array().expect("stages");
+        let names: Vec<&str> = stages.iter().filter_map(|s| s["stage"].as_str()).collect();
+        assert_eq!(names, STAGES);
+        for stage in stages {
+            let median = stage["median_ms"].as_f64().expect("median");
+            let p90 = stage["p90_ms"].as_f64().expect("p90");
+            assert!(median > 0.0 && p90 >= median, "{stage}");
+        }
+    }
+}
+
+#[test]
+fn text_report_is_a_table_and_fp32_can_be_chosen() {
+    let run = common::capdec(&[
+        "bench",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--tokens",
+        "2",
+        "--threads",
+        "1",
+        "--precision",
+        "fp32",
+    ]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert!(
+        run.stdout.starts_with("model fixture-tiny (fp32), load "),
+        "{}",
+        run.stdout
+    );
+    for stage in STAGES {
+        let row = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(stage))
+            .expect(stage);
+        assert!(row.contains(" / "), "{row}");
+    }
+}
+
+#[test]
+fn bad_bench_options_are_usage_errors() {
+    common::assert_fails(
+        &common::capdec(&["bench", "--threads", "0"]),
+        2,
+        &["--threads"],
+    );
+    common::assert_fails(
+        &common::capdec(&["bench", "--runs", "x"]),
+        2,
+        &["--runs", "`x`"],
+    );
+    common::assert_fails(
+        &common::capdec(&["bench", "a.png", "b.png"]),
+        2,
+        &["at most one image"],
+    );
+}
