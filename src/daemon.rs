@@ -269,15 +269,18 @@ fn capture_loop(
             Ok(Control::Pause) => {
                 paused = true;
                 board.put(index, None);
+                log::info!(camera = name; "camera paused");
                 continue;
             }
             Ok(Control::Resume) => {
                 paused = false;
                 next_due = Instant::now();
+                log::info!(camera = name; "camera resumed");
                 continue;
             }
             Ok(Control::Capture) => Trigger::Manual,
             Err(RecvTimeoutError::Timeout) if paused => {
+                log::debug!(camera = name; "paused: no picture taken");
                 next_due = Instant::now() + interval;
                 continue;
             }
@@ -320,7 +323,8 @@ fn caption_loop(model: &Model, mut plans: Vec<CameraPlan>, board: &Board, publis
         let plan = &mut plans[index];
         match caption(model, plan, job) {
             Ok(Some(record)) => {
-                log::info!(camera = record.camera, caption = record.caption, score = format!("{:.3}", record.score),
+                log::info!(camera = record.camera, trigger = record.trigger, source = record.source,
+                    caption = record.caption, score = format!("{:.3}", record.score),
                     similarity = record.similarity.map(|s| format!("{s:.4}")).unwrap_or_else(|| "none".into()),
                     total_ms = format!("{:.0}", record.latency_ms.total);
                     "caption published");
