@@ -100,7 +100,7 @@ impl Default for HomeAssistantConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     pub name: Spanned<String>,
@@ -119,13 +119,13 @@ pub struct CameraConfig {
 }
 
 /// A folder (its newest new picture is captioned) or one picture (re-read every time).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSourceConfig {
     pub url: Spanned<String>,
@@ -137,7 +137,7 @@ pub struct HttpSourceConfig {
 }
 
 /// A V4L2/USB camera, by index (`/dev/videoN`) or by name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSourceConfig {
     pub index: Option<u32>,
@@ -639,7 +639,7 @@ path = "pictures"
     fn duplicate_camera_name_points_at_both() {
         let text = format!("{MINIMAL}\n[[camera]]\nname = \"porch\"\n[camera.file]\npath = \"other\"\n");
         let message = error(&text);
-        assert!(message.contains("capdec.toml:12: in [[camera]] key `name`"), "{message}");
+        assert!(message.contains("capdec.toml:11: in [[camera]] key `name`"), "{message}");
         assert!(message.contains("camera name `porch` is already used on line 6"), "{message}");
     }
 
@@ -647,7 +647,7 @@ path = "pictures"
     fn camera_without_source_is_refused() {
         let message = error("[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"porch\"\n");
         assert!(message.contains("camera `porch` has no source"), "{message}");
-        assert!(message.contains("capdec.toml:4"), "{message}");
+        assert!(message.contains("capdec.toml:3: in [[camera]]:"), "{message}");
     }
 
     #[test]

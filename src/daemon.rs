@@ -185,13 +185,16 @@ pub fn run(config: &Config, model: Model) -> Result<()> {
         let c = camera.get_ref();
         let name = c.name.get_ref().clone();
         let (control, control_rx) = mpsc::channel();
-        let source = sources::open(c);
+        let camera_config = c.clone();
         let interval = Duration::from_secs_f64(*c.interval_s.get_ref());
         let camera_board = Arc::clone(&board);
         let thread_name = name.clone();
         thread::Builder::new()
             .name(format!("camera-{name}"))
-            .spawn(move || capture_loop(&thread_name, index, source, interval, &control_rx, &camera_board))
+            .spawn(move || {
+                let source = sources::open(&camera_config);
+                capture_loop(&thread_name, index, source, interval, &control_rx, &camera_board)
+            })
             .with_context(|| format!("cannot start the thread of camera `{name}`"))?;
         controls.push((name.clone(), control));
         plans.push(CameraPlan {

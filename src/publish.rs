@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -302,6 +302,8 @@ struct Outbox {
     next_caption: u64,
     dropped: u64,
     stopping: bool,
+    /// The connection thread has ended.
+    finished: bool,
 }
 
 impl Outbox {
@@ -337,7 +339,6 @@ pub struct Publisher {
     queue_limit: usize,
     topics: Topics,
     cameras: Vec<CameraChannel>,
-    finished: mpsc::Receiver<()>,
     thread: JoinHandle<()>,
 }
 
@@ -349,7 +350,6 @@ impl Publisher {
             ..Outbox::default()
         };
         let shared = Arc::new(Shared { outbox: Mutex::new(outbox), wake: Condvar::new() });
-        let (finished_tx, finished) = mpsc::channel();
         let topics = settings.topics.clone();
         let cameras = settings.cameras.clone();
         let queue_limit = settings.queue_limit;
@@ -357,12 +357,12 @@ impl Publisher {
         let thread = thread::Builder::new()
             .name("mqtt".into())
             .spawn(move || {
-                Link::new(settings, thread_shared, commands).run();
-                // The receiver may have given up waiting; nothing to tell then.
-                let _ = finished_tx.send(());
+                Link::new(settings, Arc::clone(&thread_shared), commands).run();
+                thread_shared.outbox().finished = true;
+                thread_shared.wake.notify_all();
             })
             .context("cannot start the MQTT thread")?;
-        Ok(Publisher { shared, queue_limit, topics, cameras, finished, thread })
+        Ok(Publisher { shared, queue_limit, topics, cameras, thread })
     }
 
     pub fn publish_caption(&self, record: &CaptionRecord) {
@@ -399,15 +399,21 @@ impl Publisher {
 
     /// Sends what is queued, publishes `stopped` and disconnects; gives up after `within`.
     pub fn stop(self, within: Duration) {
-        self.shared.outbox().stopping = true;
+        let mut outbox = self.shared.outbox();
+        outbox.stopping = true;
         self.shared.wake.notify_all();
-        match self.finished.recv_timeout(within) {
-            Ok(()) => {
-                // The thread has signalled its end, so joining cannot block; a panic there was already reported.
-                let _ = self.thread.join();
-            }
-            Err(_) => log::warn!(seconds = within.as_secs_f64();
-                "the MQTT connection did not close in time; exiting without a clean disconnect"),
+        let (outbox, _) = self
+            .shared
+            .wake
+            .wait_timeout_while(outbox, within, |outbox| !outbox.finished)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if outbox.finished {
+            drop(outbox);
+            // The thread has finished its work, so joining cannot block; a panic there was already reported.
+            let _ = self.thread.join();
+        } else {
+            log::warn!(seconds = within.as_secs_f64();
+                "the MQTT connection did not close in time; exiting without a clean disconnect");
         }
     }
 }

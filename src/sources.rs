@@ -25,7 +25,9 @@ pub struct Frame {
     pub taken_at: SystemTime,
 }
 
-pub trait FrameSource: Send {
+/// Sources live on their camera's thread (a USB camera handle cannot move between threads), so they are
+/// opened there, from the camera's configuration.
+pub trait FrameSource {
     /// A picture taken now, or `None` when there is nothing new to look at (a folder without new files).
     fn grab(&mut self) -> Result<Option<Frame>>;
 }
