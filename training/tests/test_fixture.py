@@ -18,5 +18,6 @@ def test_fixture_regenerates_bit_for_bit(tmp_path: Path) -> None:
     Bundle.open(committed)  # every committed file matches the hashes
     regenerated = json.loads((tmp_path / "goldens.json").read_text())
     assert regenerated == json.loads((REPO / "tests" / "data" / "fixture-goldens.json").read_text())
-    for image in (tmp_path / "images").iterdir():
-        assert image.read_bytes() == (REPO / "tests" / "data" / "images" / image.name).read_bytes()
+    for folder in ("images", "pil-crops"):
+        for image in (tmp_path / folder).iterdir():
+            assert image.read_bytes() == (REPO / "tests" / "data" / folder / image.name).read_bytes()

@@ -17,6 +17,7 @@ from .clip_models import load_clip
 from .export import ExportOptions, drift_report, export_bundle, format_drift
 from .gpt2 import Gpt2Config
 from .mapper import MapperConfig
+from .preprocess import load_rgb, resize_and_crop
 from .reference import goldens
 
 # scikit-image's sample photographs (public domain or CC0, see skimage/data/README.txt): colour, grey, JPEG.
@@ -67,6 +68,16 @@ def photographs(images: Path) -> list[Path]:
     return paths
 
 
+def write_pil_crops(paths: list[Path], size: int, folder: Path) -> None:
+    """PIL's resized crop of each lossy photograph, losslessly stored. JPEG decoders may round their inverse DCT
+    differently by one level (the Rust side's does), and on random int8 weights one level changes the tokens; these
+    crops let the Rust parity test check its graphs and search on exactly the pixels the goldens saw."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            resize_and_crop(load_rgb(path), size).save(folder / f"{path.name}.png")
+
+
 def build_fixture(out: Path, goldens_file: Path, images: Path) -> str:
     torch.manual_seed(SEED)
     with tempfile.TemporaryDirectory() as scratch:
@@ -81,6 +92,7 @@ def build_fixture(out: Path, goldens_file: Path, images: Path) -> str:
             shutil.rmtree(out)
         bundle = export_bundle(clip, model, out, ExportOptions("fixture-tiny", DESCRIPTION, max_tokens=20))
     paths = photographs(images)
+    write_pil_crops(paths, bundle.manifest["encoder"]["input_size"], images.parent / "pil-crops")
     report = drift_report(bundle, paths)
     data = goldens(bundle, paths, relative_to=goldens_file.parent)
     data["int8_drift"] = {key: report[key] for key in ("embedding_cosine_min", "prefix_max_abs", "captions_identical")}

@@ -1,0 +1,228 @@
+//! A frame in, a caption out: preprocess -> encode -> L2-normalise -> map -> decode with search -> text.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use image::RgbImage;
+
+use crate::bundle::{Bundle, TableDtype};
+use crate::decoder::{Decoder, DecoderShape};
+use crate::embeddings::TokenEmbeddings;
+use crate::encoder::Encoder;
+use crate::mapper::Mapper;
+use crate::preprocess::Preprocessor;
+use crate::search::{self, Hypothesis, SearchConfig};
+use crate::tokenizer::Tokenizer;
+
+pub struct Captioner {
+    precision: String,
+    preprocessor: Preprocessor,
+    encoder: Encoder,
+    mapper: Mapper,
+    decoder: Decoder,
+    tokenizer: Tokenizer,
+    normalized_in_graph: bool,
+    lowercase: bool,
+    search: SearchConfig,
+    /// Positions left for tokens after the prefix.
+    max_tokens_limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Caption {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub mean_log_prob: f64,
+    pub timings: Timings,
+}
+
+/// Wall-clock milliseconds per stage.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub preprocess: f64,
+    pub encode: f64,
+    pub map: f64,
+    pub decode: f64,
+}
+
+impl Captioner {
+    /// Loads one precision of a bundle (its default when `precision` is `None`), checking every file it reads.
+    pub fn load(bundle: &Bundle, precision: Option<&str>) -> Result<Captioner> {
+        let m = &bundle.manifest;
+        let precision = precision.unwrap_or(&m.default_precision).to_string();
+        let variant = bundle.variant(&precision)?;
+
+        let vocab_path = bundle.path(&m.tokenizer.vocab);
+        let vocab = bundle.read_verified(&m.tokenizer.vocab)?;
+        let vocab = String::from_utf8(vocab)
+            .with_context(|| format!("{}: not UTF-8 text", vocab_path.display()))?;
+        let tokenizer = Tokenizer::from_tiktoken(&vocab, m.decoder.end_of_text_id)
+            .with_context(|| format!("{}: invalid tiktoken vocabulary", vocab_path.display()))?;
+        ensure!(
+            tokenizer.vocab_size() == m.decoder.vocab_size,
+            "{}: vocabulary has {} tokens, the manifest's decoder.vocab_size is {}",
+            vocab_path.display(),
+            tokenizer.vocab_size(),
+            m.decoder.vocab_size
+        );
+
+        let d = &m.decoder;
+        let table_file = &variant.token_embeddings.file;
+        let bytes = bundle.read_verified(table_file)?;
+        let table = match variant.token_embeddings.dtype {
+            TableDtype::F32 => TokenEmbeddings::from_f32_bytes(&bytes, d.vocab_size, d.width),
+            TableDtype::Q8Rows => {
+                TokenEmbeddings::from_q8_rows_bytes(&bytes, d.vocab_size, d.width)
+            }
+        }
+        .with_context(|| {
+            format!(
+                "{}: invalid token-embedding table",
+                bundle.path(table_file).display()
+            )
+        })?;
+        drop(bytes);
+
+        let e = &m.encoder;
+        let file = &variant.encoder.file;
+        let encoder = Encoder::load(
+            &bundle.path(file),
+            &bundle.read_verified(file)?,
+            e.input_size as usize,
+            e.embedding_size,
+        )?;
+        let file = &variant.mapper.file;
+        let mapper = Mapper::load(
+            &bundle.path(file),
+            &bundle.read_verified(file)?,
+            m.mapper.input_size,
+            m.mapper.prefix_length,
+            m.mapper.output_size,
+        )?;
+        let file = &variant.decoder.file;
+        let shape = DecoderShape {
+            layers: d.layers,
+            heads: d.heads,
+            width: d.width,
+            vocab_size: d.vocab_size,
+        };
+        let decoder = Decoder::load(
+            &bundle.path(file),
+            &bundle.read_verified(file)?,
+            shape,
+            table,
+        )?;
+
+        Ok(Captioner {
+            precision,
+            preprocessor: Preprocessor {
+                size: e.input_size,
+                mean: e.mean,
+                std: e.std,
+            },
+            encoder,
+            mapper,
+            decoder,
+            tokenizer,
+            normalized_in_graph: e.normalized_in_graph,
+            lowercase: m.decoding.lowercase,
+            search: SearchConfig {
+                beam_size: m.decoding.beam_size,
+                length_normalized: m.decoding.length_normalized,
+                max_tokens: d.max_tokens,
+                stop_token_ids: d.stop_token_ids.clone(),
+                end_of_text_id: d.end_of_text_id,
+            },
+            max_tokens_limit: d.max_positions - m.mapper.prefix_length,
+        })
+    }
+
+    pub fn precision(&self) -> &str {
+        &self.precision
+    }
+
+    /// The bundle's search settings, to adjust per call.
+    pub fn search_config(&self) -> &SearchConfig {
+        &self.search
+    }
+
+    pub fn caption(&self, image: &RgbImage, config: &SearchConfig) -> Result<Caption> {
+        let mut timings = Timings::default();
+        let pixels = timed(&mut timings.preprocess, || Ok(self.preprocess(image)))?;
+        let embedding = timed(&mut timings.encode, || self.embed(pixels))?;
+        let prefix = timed(&mut timings.map, || self.prefix(embedding))?;
+        let hypothesis = timed(&mut timings.decode, || self.decode(&prefix, config))?;
+        Ok(Caption {
+            text: self.text(&hypothesis.tokens),
+            mean_log_prob: hypothesis.mean_log_prob(),
+            tokens: hypothesis.tokens,
+            timings,
+        })
+    }
+
+    /// The encoder's input, `[3, S, S]`.
+    pub fn preprocess(&self, image: &RgbImage) -> Vec<f32> {
+        self.preprocessor.tensor(image)
+    }
+
+    /// The image embedding as the mapper takes it: L2-normalised, as CapDec was trained.
+    pub fn embed(&self, pixels: Vec<f32>) -> Result<Vec<f32>> {
+        let mut embedding = self.encoder.encode(pixels)?;
+        if !self.normalized_in_graph {
+            let norm = embedding
+                .iter()
+                .map(|&x| f64::from(x) * f64::from(x))
+                .sum::<f64>()
+                .sqrt() as f32;
+            ensure!(
+                norm > 0.0 && norm.is_finite(),
+                "image embedding has norm {norm}, cannot normalise it"
+            );
+            embedding.iter_mut().for_each(|x| *x /= norm);
+        }
+        Ok(embedding)
+    }
+
+    /// The decoder's prefix, `[P, W]`.
+    pub fn prefix(&self, embedding: Vec<f32>) -> Result<Vec<f32>> {
+        self.mapper.map(embedding)
+    }
+
+    /// Refuses settings the decoder cannot honour, before any image is processed.
+    pub fn check_search(&self, config: &SearchConfig) -> Result<()> {
+        ensure!(
+            config.max_tokens <= self.max_tokens_limit,
+            "max tokens {} exceeds the {} positions the decoder has left after its prefix",
+            config.max_tokens,
+            self.max_tokens_limit
+        );
+        ensure!(
+            config.beam_size >= 1 && config.max_tokens >= 1,
+            "beam size and max tokens must be at least 1"
+        );
+        Ok(())
+    }
+
+    pub fn decode(&self, prefix: &[f32], config: &SearchConfig) -> Result<Hypothesis> {
+        self.check_search(config)?;
+        let (mut session, first) = self.decoder.start(prefix)?;
+        search::search(&first, &mut session, config)
+    }
+
+    pub fn text(&self, tokens: &[u32]) -> String {
+        let text = self.tokenizer.decode(tokens);
+        let text = text.trim();
+        if self.lowercase {
+            text.to_lowercase()
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+fn timed<T>(ms: &mut f64, stage: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    let out = stage();
+    *ms = start.elapsed().as_secs_f64() * 1e3;
+    out
+}

@@ -1,0 +1,209 @@
+//! ONNX bytes -> an optimised tract plan: parse, fix the input facts, optimise once, fold constants.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, ensure};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_hir::infer::GenericFactoid;
+
+pub type Plan = Arc<TypedRunnableModel>;
+
+/// Parses an ONNX graph. The file's output shapes and intermediate value info are ignored: exporters write
+/// symbolic dims there (`past + seq`, fresh `unk__` names) that clash with the facts we declare, and tract
+/// infers them anyway.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<InferenceModel> {
+    tract_onnx::onnx()
+        .with_ignore_output_shapes(true)
+        .with_ignore_value_info(true)
+        .model_for_read(&mut &bytes[..])
+        .map_err(|e| anyhow!("{}: not a valid ONNX graph: {e:#}", path.display()))
+}
+
+/// Reorders the graph's inputs and outputs to the given names, so callers can address them by position.
+/// Inputs must match exactly; outputs not named are dropped (and their computation with them).
+pub fn select_io(
+    model: &mut InferenceModel,
+    path: &Path,
+    inputs: &[&str],
+    outputs: &[&str],
+) -> Result<()> {
+    let input_names: Vec<String> = model
+        .input_outlets()?
+        .iter()
+        .map(|o| model.node(o.node).name.clone())
+        .collect();
+    let unexpected: Vec<&str> = input_names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !inputs.contains(n))
+        .collect();
+    ensure!(
+        unexpected.is_empty(),
+        "{}: unexpected graph inputs: {}",
+        path.display(),
+        unexpected.join(", ")
+    );
+    let by_name = |name: &str| -> Result<OutletId> {
+        let ix = input_names
+            .iter()
+            .position(|n| n == name)
+            .with_context(|| {
+                format!(
+                    "{}: graph has no input `{name}` (inputs: {})",
+                    path.display(),
+                    input_names.join(", ")
+                )
+            })?;
+        Ok(model.input_outlets()?[ix])
+    };
+    let new_inputs = inputs
+        .iter()
+        .map(|n| by_name(n))
+        .collect::<Result<Vec<_>>>()?;
+
+    let present: Vec<(String, OutletId)> = model
+        .output_outlets()?
+        .iter()
+        .map(|&o| {
+            (
+                model
+                    .outlet_label(o)
+                    .unwrap_or(&model.node(o.node).name)
+                    .to_string(),
+                o,
+            )
+        })
+        .collect();
+    let new_outputs = outputs
+        .iter()
+        .map(|name| {
+            present
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, o)| *o)
+                .with_context(|| {
+                    let names: Vec<&str> = present.iter().map(|(n, _)| n.as_str()).collect();
+                    format!(
+                        "{}: graph has no output `{name}` (outputs: {})",
+                        path.display(),
+                        names.join(", ")
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    model.set_input_outlets(&new_inputs)?;
+    model.select_output_outlets(&new_outputs)?;
+    Ok(())
+}
+
+/// The symbol the file itself uses for an input axis, or a fresh one named `fallback` when the file gives a
+/// number or nothing. Reusing the file's own symbols keeps any shape expressions inside the graph consistent.
+pub fn axis_symbol(
+    model: &InferenceModel,
+    input: usize,
+    axis: usize,
+    fallback: &str,
+) -> Result<TDim> {
+    let declared = model.input_fact(input)?.shape.dim(axis);
+    Ok(match declared {
+        Some(GenericFactoid::Only(d @ TDim::Sym(_))) => d,
+        _ => TDim::Sym(model.symbols.new_with_prefix(fallback)),
+    })
+}
+
+/// Optimises the graph for the declared input facts and makes it runnable.
+pub fn compile(model: InferenceModel, path: &Path) -> Result<Plan> {
+    let prepare = || -> TractResult<Plan> {
+        let mut model = model.into_optimized()?;
+        fold_constants(&mut model)?;
+        model.into_runnable()
+    };
+    prepare().map_err(|e| {
+        anyhow!(
+            "{}: cannot prepare the graph for this runtime: {e:#}",
+            path.display()
+        )
+    })
+}
+
+/// tract's constant propagation declines to fold a subgraph whose output is both larger than its inputs and over
+/// 4 MiB. For a dynamic-int8 graph that is every weight: the cast, zero-point sums and packing feeding
+/// MatMulInteger would run again on every call, making int8 some 30 times slower than fp32. Memory is not the
+/// concern here that it is for tract in general, since the folded weights replace their sources, so fold
+/// everything that can be.
+fn fold_constants(model: &mut TypedModel) -> TractResult<()> {
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if node.inputs.is_empty() || node.op_is::<Const>() {
+            continue;
+        }
+        let Some(inputs) = model
+            .node_input_facts(id)?
+            .iter()
+            .map(|f| f.konst.clone().map(|k| k.into_tvalue()))
+            .collect::<Option<TVec<TValue>>>()
+        else {
+            continue;
+        };
+        // An op that cannot run outside a plan, or fails to, is simply left to run in it.
+        let Ok(Some(outputs)) = node.op.eval_out_of_plan(inputs) else {
+            continue;
+        };
+        let mut patch = TypedModelPatch::default();
+        for (ix, value) in outputs.into_iter().enumerate() {
+            let outlet = OutletId::new(id, ix);
+            // Packed weights are "exotic" tensors: the fact describing their layout must travel with them.
+            let exotic = model.outlet_fact(outlet)?.exotic_fact.clone();
+            let konst = Const::new_with_opt_exotic_fact(value.into_arc_tensor(), exotic)?;
+            let wire = patch.wire_node(format!("{}.folded.{ix}", node.name), konst, &[])?[0];
+            patch.shunt_outside(model, outlet, wire)?;
+        }
+        patch.apply(model)?;
+    }
+    model.compact()
+}
+
+/// A graph with one input and one output, both of fixed shape: the encoder and the mapper.
+pub struct FixedGraph {
+    plan: Plan,
+    input_shape: Vec<usize>,
+    output_shape: Vec<usize>,
+}
+
+impl FixedGraph {
+    pub fn load(
+        path: &Path,
+        bytes: &[u8],
+        (input, input_shape): (&str, &[usize]),
+        (output, output_shape): (&str, &[usize]),
+    ) -> Result<FixedGraph> {
+        let mut model = parse(path, bytes)?;
+        select_io(&mut model, path, &[input], &[output])?;
+        model.set_input_fact(0, f32::fact(input_shape).into())?;
+        let plan = compile(model, path)?;
+        let fact = plan.model().output_fact(0)?;
+        ensure!(
+            fact.datum_type == f32::datum_type() && fact.shape.as_concrete() == Some(output_shape),
+            "{}: output `{output}` is {fact:?}, expected f32 {output_shape:?} from the manifest",
+            path.display()
+        );
+        Ok(FixedGraph {
+            plan,
+            input_shape: input_shape.to_vec(),
+            output_shape: output_shape.to_vec(),
+        })
+    }
+
+    pub fn run(&self, input: Vec<f32>) -> Result<Vec<f32>> {
+        let tensor = Tensor::from_shape(&self.input_shape, &input)?;
+        let output = self.plan.run(tvec![tensor.into_tvalue()])?;
+        let output = output.first().context("graph returned no output")?;
+        ensure!(
+            output.shape() == self.output_shape.as_slice(),
+            "graph returned shape {:?}",
+            output.shape()
+        );
+        Ok(output.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+    }
+}

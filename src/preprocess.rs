@@ -1,0 +1,435 @@
+//! Image file -> the encoder's input tensor, matching the torchvision-over-PIL pipeline CLIP was trained with
+//! (docs/bundle-format.md, "Preprocessing"). The resampler reproduces Pillow's `ImagingResample` integer
+//! arithmetic, because a different bicubic (even a "better" one) shifts the embedding and can change captions.
+
+use std::fs;
+use std::io::Cursor;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
+
+/// Largest accepted side and area: beyond them decoding alone could exhaust a small device's memory.
+pub const MAX_SIDE: u32 = 16384;
+pub const MAX_PIXELS: u64 = 100_000_000;
+/// Decoded buffer bound: `MAX_PIXELS` of 16-bit RGBA.
+const MAX_DECODED_BYTES: u64 = MAX_PIXELS * 8;
+
+/// Pillow's fixed-point precision for 8-bit resampling coefficients.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    pub size: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Preprocessor {
+    /// Resize (short side to `size`), centre crop and normalise: a `[3, size, size]` tensor, channels first.
+    pub fn tensor(&self, image: &RgbImage) -> Vec<f32> {
+        let s = self.size;
+        let (w, h) = image.dimensions();
+        // torchvision: the long side is int(size * long / short), i.e. floored.
+        let (rw, rh) = if w <= h {
+            (s, (u64::from(s) * u64::from(h) / u64::from(w)) as u32)
+        } else {
+            ((u64::from(s) * u64::from(w) / u64::from(h)) as u32, s)
+        };
+        let crop = Window {
+            left: centre_offset(rw, s),
+            top: centre_offset(rh, s),
+            width: s,
+            height: s,
+        };
+        let pixels = resize_window(image, rw, rh, crop);
+        let plane = (s * s) as usize;
+        let mut out = vec![0f32; 3 * plane];
+        for (i, px) in pixels.pixels().enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = (f32::from(px[c]) / 255.0 - self.mean[c]) / self.std[c];
+            }
+        }
+        out
+    }
+}
+
+/// Decodes an image file, applies its EXIF orientation and converts it to 8-bit RGB (alpha dropped).
+/// Dimensions are checked from the header before any pixel is decoded.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let meta = fs::metadata(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    ensure!(
+        !meta.is_dir(),
+        "{}: is a directory, not an image file",
+        path.display()
+    );
+    ensure!(meta.len() > 0, "{}: file is empty", path.display());
+    let bytes = fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    decode_rgb(
+        &bytes,
+        &path.display().to_string(),
+        ImageFormat::from_path(path).ok(),
+    )
+}
+
+/// `load_rgb` for bytes from elsewhere (an HTTP snapshot, a camera's MJPEG frame): `origin` names them in
+/// errors, `hint` is the format a file name suggests.
+pub fn decode_rgb(bytes: &[u8], origin: &str, hint: Option<ImageFormat>) -> Result<RgbImage> {
+    ensure!(!bytes.is_empty(), "{origin}: no image data (0 bytes)");
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    if let Some(format) = hint {
+        reader.set_format(format);
+    }
+    // Content wins over the extension; the extension only helps when the content is unrecognised.
+    let mut reader = reader
+        .with_guessed_format()
+        .with_context(|| format!("{origin}: cannot read"))?;
+    let Some(format) = reader.format() else {
+        bail!("{origin}: not a recognised image format (expected JPEG, PNG, WebP or BMP)");
+    };
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+
+    let describe = |e: ImageError| describe_image_error(origin, format, e);
+    let mut decoder = reader.into_decoder().map_err(describe)?;
+    let (w, h) = decoder.dimensions();
+    ensure!(
+        w <= MAX_SIDE && h <= MAX_SIDE && u64::from(w) * u64::from(h) <= MAX_PIXELS,
+        "{origin}: image is {w}x{h} pixels, larger than the {MAX_SIDE} pixels a side and {} megapixels accepted",
+        MAX_PIXELS / 1_000_000
+    );
+    ensure!(w > 0 && h > 0, "{origin}: image has no pixels ({w}x{h})");
+    ensure!(
+        decoder.total_bytes() <= MAX_DECODED_BYTES,
+        "{origin}: decoding needs {} MiB, more than the {} MiB accepted",
+        decoder.total_bytes() >> 20,
+        MAX_DECODED_BYTES >> 20
+    );
+    let orientation = decoder.orientation().map_err(describe)?;
+    if format == ImageFormat::Jpeg {
+        check_jpeg_complete(bytes, origin)?;
+    }
+    let mut image = DynamicImage::from_decoder(decoder).map_err(describe)?;
+    image.apply_orientation(orientation);
+    Ok(image.to_rgb8())
+}
+
+fn describe_image_error(origin: &str, format: ImageFormat, e: ImageError) -> anyhow::Error {
+    let kind = format!("{format:?}").to_uppercase();
+    match e {
+        ImageError::Limits(e) => anyhow::anyhow!("{origin}: image too large to decode: {e}"),
+        ImageError::Unsupported(e) => anyhow::anyhow!("{origin}: unsupported {kind} image: {e}"),
+        e => anyhow::anyhow!("{origin}: not a valid {kind} image: {e}"),
+    }
+}
+
+/// The JPEG decoder conceals a truncated file by filling the missing blocks, which would caption a half-grey
+/// picture without a word; Pillow refuses such files, and so do we. A complete JPEG has an end-of-image marker
+/// after its first scan (entropy-coded data cannot contain one: a 0xFF there is always stuffed).
+fn check_jpeg_complete(bytes: &[u8], origin: &str) -> Result<()> {
+    let scan = first_scan(bytes).unwrap_or(0);
+    let complete = bytes[scan..].windows(2).any(|m| m == [0xFF, 0xD9]);
+    ensure!(
+        complete,
+        "{origin}: not a valid JPEG image: the file is truncated (no end-of-image marker)"
+    );
+    Ok(())
+}
+
+/// Offset of the first start-of-scan marker, found by walking the segments rather than searching, because
+/// metadata can hold a whole JPEG of its own (an EXIF thumbnail) with its own scan and end marker.
+fn first_scan(bytes: &[u8]) -> Option<usize> {
+    let mut at = 2;
+    while let [0xFF, marker, ..] = bytes.get(at..)? {
+        match marker {
+            0xFF => at += 1, // fill byte
+            0xDA => return Some(at),
+            _ => {
+                let len = bytes.get(at + 2..at + 4)?;
+                at += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+            }
+        }
+    }
+    None
+}
+
+/// `round_half_even((size - crop) / 2)`, as torchvision's `center_crop` computes it with Python's `round`.
+fn centre_offset(size: u32, crop: u32) -> u32 {
+    let d = size - crop;
+    let half = d / 2;
+    if d % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
+}
+
+/// A rectangle of the resized image.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub left: u32,
+    pub top: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Pillow's bicubic resize of `image` to `width` x `height`, computing only the pixels inside `window`. Each
+/// output pixel depends only on its own coefficients, so this equals resizing everything and cropping.
+pub fn resize_window(image: &RgbImage, width: u32, height: u32, window: Window) -> RgbImage {
+    let (in_w, in_h) = image.dimensions();
+    let horizontal = Coefficients::new(
+        in_w as usize,
+        width as usize,
+        window.left as usize,
+        window.width as usize,
+    );
+    let vertical = Coefficients::new(
+        in_h as usize,
+        height as usize,
+        window.top as usize,
+        window.height as usize,
+    );
+    // Pillow skips a pass whose size does not change: that pass would be the identity anyway.
+    let rows = if width == in_w {
+        crop_columns(image, window.left, window.width)
+    } else {
+        horizontal.apply_rows(image)
+    };
+    if height == in_h {
+        crop_rows(&rows, window.top, window.height)
+    } else {
+        vertical.apply_columns(&rows)
+    }
+}
+
+fn crop_columns(image: &RgbImage, left: u32, width: u32) -> RgbImage {
+    RgbImage::from_fn(width, image.height(), |x, y| *image.get_pixel(left + x, y))
+}
+
+fn crop_rows(image: &RgbImage, top: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(image.width(), height, |x, y| *image.get_pixel(x, top + y))
+}
+
+/// Pillow's cubic kernel with a = -0.5.
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// One pass's fixed-point taps for a run of consecutive output positions (Pillow's `precompute_coeffs`
+/// followed by `normalize_coeffs_8bpc`).
+struct Coefficients {
+    /// Per output position: first input index and the taps.
+    taps: Vec<(usize, Vec<i32>)>,
+}
+
+impl Coefficients {
+    fn new(in_size: usize, out_size: usize, first: usize, count: usize) -> Coefficients {
+        const SUPPORT: f64 = 2.0;
+        let scale = in_size as f64 / out_size as f64;
+        let filter_scale = scale.max(1.0);
+        let support = SUPPORT * filter_scale;
+        // Pillow multiplies by the reciprocal; dividing instead rounds differently.
+        let inverse_scale = 1.0 / filter_scale;
+        let taps = (first..first + count)
+            .map(|xx| {
+                let center = (xx as f64 + 0.5) * scale;
+                // `as` truncates toward zero, as C's (int) cast does.
+                let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+                let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+                let weights: Vec<f64> = (xmin..xmax.max(xmin))
+                    .map(|x| bicubic((x as f64 - center + 0.5) * inverse_scale))
+                    .collect();
+                let total: f64 = weights.iter().sum();
+                let fixed = weights
+                    .iter()
+                    .map(|&w| {
+                        let w = if total != 0.0 { w / total } else { w };
+                        let scaled = w * f64::from(1u32 << PRECISION_BITS);
+                        (if w < 0.0 { scaled - 0.5 } else { scaled + 0.5 }) as i32
+                    })
+                    .collect();
+                (xmin, fixed)
+            })
+            .collect();
+        Coefficients { taps }
+    }
+
+    /// Horizontal pass: every row, the selected output columns.
+    fn apply_rows(&self, image: &RgbImage) -> RgbImage {
+        let (w, h) = (self.taps.len() as u32, image.height());
+        let src = image.as_raw();
+        let stride = image.width() as usize * 3;
+        let mut out = RgbImage::new(w, h);
+        for (y, row) in out.rows_mut().enumerate() {
+            let line = &src[y * stride..(y + 1) * stride];
+            for (px, (xmin, k)) in row.zip(&self.taps) {
+                let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
+                for (i, &weight) in k.iter().enumerate() {
+                    let p = &line[(xmin + i) * 3..(xmin + i) * 3 + 3];
+                    for c in 0..3 {
+                        acc[c] += i32::from(p[c]) * weight;
+                    }
+                }
+                px.0 = acc.map(clip8);
+            }
+        }
+        out
+    }
+
+    /// Vertical pass: the selected output rows, every column.
+    fn apply_columns(&self, image: &RgbImage) -> RgbImage {
+        let w = image.width() as usize;
+        let src = image.as_raw();
+        let stride = w * 3;
+        let mut out = RgbImage::new(w as u32, self.taps.len() as u32);
+        for ((ymin, k), row) in self.taps.iter().zip(out.rows_mut()) {
+            for (x, px) in row.enumerate() {
+                let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
+                for (i, &weight) in k.iter().enumerate() {
+                    let at = (ymin + i) * stride + x * 3;
+                    for c in 0..3 {
+                        acc[c] += i32::from(src[at + c]) * weight;
+                    }
+                }
+                px.0 = acc.map(clip8);
+            }
+        }
+        out
+    }
+}
+
+fn clip8(acc: i32) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(image: &RgbImage, w: u32, h: u32) -> RgbImage {
+        resize_window(
+            image,
+            w,
+            h,
+            Window {
+                left: 0,
+                top: 0,
+                width: w,
+                height: h,
+            },
+        )
+    }
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 7 + y * 3) as u8,
+                (x * y) as u8,
+                255u8.wrapping_sub((x * 5) as u8),
+            ])
+        })
+    }
+
+    #[test]
+    fn kernel_matches_pillow() {
+        assert_eq!(bicubic(0.0), 1.0);
+        assert_eq!(bicubic(1.0), 0.0);
+        assert_eq!(bicubic(2.0), 0.0);
+        assert!((bicubic(0.5) - 0.5625).abs() < 1e-12);
+        assert!((bicubic(1.5) + 0.0625).abs() < 1e-12);
+    }
+
+    #[test]
+    fn taps_sum_to_one_in_fixed_point() {
+        for (i, o) in [(640, 224), (224, 640), (1000, 224), (3, 224), (1, 224)] {
+            let c = Coefficients::new(i, o, 0, o);
+            for (xmin, k) in &c.taps {
+                let sum: i32 = k.iter().sum();
+                assert!(
+                    (sum - (1 << PRECISION_BITS)).abs() <= k.len() as i32,
+                    "{i}->{o}: {sum}"
+                );
+                assert!(xmin + k.len() <= i);
+            }
+        }
+    }
+
+    #[test]
+    fn uniform_image_stays_uniform() {
+        let img = RgbImage::from_pixel(37, 23, image::Rgb([10, 128, 250]));
+        let out = full(&img, 224, 139);
+        assert!(out.pixels().all(|p| p.0 == [10, 128, 250]));
+        let one = RgbImage::from_pixel(1, 1, image::Rgb([3, 4, 5]));
+        assert!(full(&one, 5, 5).pixels().all(|p| p.0 == [3, 4, 5]));
+    }
+
+    #[test]
+    fn window_equals_full_resize_then_crop() {
+        let img = gradient(97, 61);
+        let whole = full(&img, 50, 31);
+        let win = resize_window(
+            &img,
+            50,
+            31,
+            Window {
+                left: 7,
+                top: 3,
+                width: 31,
+                height: 20,
+            },
+        );
+        for (x, y, p) in win.enumerate_pixels() {
+            assert_eq!(p, whole.get_pixel(x + 7, y + 3));
+        }
+    }
+
+    #[test]
+    fn same_size_pass_is_identity() {
+        let img = gradient(40, 30);
+        assert_eq!(full(&img, 40, 30), img);
+    }
+
+    #[test]
+    fn first_scan_skips_an_embedded_thumbnail() {
+        let thumbnail = [0xFF, 0xD8, 0xFF, 0xDA, 0, 2, 0xFF, 0xD9];
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE1, 0, 2 + thumbnail.len() as u8];
+        jpeg.extend(thumbnail);
+        let scan = jpeg.len();
+        jpeg.extend([0xFF, 0xDA, 0, 2, 1, 2, 3]);
+        assert_eq!(first_scan(&jpeg), Some(scan));
+        assert_eq!(first_scan(&jpeg[..scan - 1]), None);
+    }
+
+    #[test]
+    fn centre_offset_rounds_half_to_even() {
+        assert_eq!(centre_offset(224, 224), 0);
+        assert_eq!(centre_offset(225, 224), 0); // 0.5 -> 0
+        assert_eq!(centre_offset(227, 224), 2); // 1.5 -> 2
+        assert_eq!(centre_offset(229, 224), 2); // 2.5 -> 2
+        assert_eq!(centre_offset(298, 224), 37);
+    }
+
+    #[test]
+    fn tensor_is_channels_first_and_normalised() {
+        let p = Preprocessor {
+            size: 4,
+            mean: [0.5, 0.25, 0.0],
+            std: [0.5, 0.25, 1.0],
+        };
+        let img = RgbImage::from_pixel(8, 6, image::Rgb([255, 0, 51]));
+        let t = p.tensor(&img);
+        assert_eq!(t.len(), 48);
+        assert!(t[..16].iter().all(|&v| v == 1.0));
+        assert!(t[16..32].iter().all(|&v| v == -1.0));
+        assert!(t[32..].iter().all(|&v| (v - 0.2).abs() < 1e-6));
+    }
+}

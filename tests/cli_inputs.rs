@@ -1,0 +1,366 @@
+//! The `capdec` binary against good, odd and hostile image inputs: every failure is one clear line naming the
+//! file, a non-zero exit and no panic; odd but valid images caption.
+
+mod common;
+
+use std::fs;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use common::{assert_fails, capdec};
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+
+fn gradient(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        Rgb([(x * 5) as u8, (y * 3) as u8, ((x + y) * 2) as u8])
+    })
+}
+
+fn encode(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    image.write_to(&mut out, format).expect("encode test image");
+    out.into_inner()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, bytes).expect("write test file");
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 test path")
+}
+
+/// Inserts an EXIF APP1 segment holding only an orientation tag right after the JPEG's start-of-image marker.
+fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec(); // big-endian TIFF header, first IFD at offset 8
+    tiff.extend([0, 1]); // one entry
+    tiff.extend([0x01, 0x12, 0, 3, 0, 0, 0, 1]); // Orientation, SHORT, count 1
+    tiff.extend(orientation.to_be_bytes());
+    tiff.extend([0, 0, 0, 0, 0, 0]); // value padding, no next IFD
+    let mut payload = b"Exif\0\0".to_vec();
+    payload.extend(tiff);
+    let len = (payload.len() + 2) as u16;
+    let mut out = jpeg[..2].to_vec();
+    out.extend([0xFF, 0xE1]);
+    out.extend(len.to_be_bytes());
+    out.extend(payload);
+    out.extend(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn empty_file_is_refused() {
+    let dir = common::scratch("empty_file");
+    let path = write(&dir, "empty.jpg", b"");
+    assert_fails(
+        &capdec(&["caption", s(&path)]),
+        1,
+        &["empty.jpg", "file is empty"],
+    );
+}
+
+#[test]
+fn truncated_jpeg_is_refused() {
+    let dir = common::scratch("truncated_jpeg");
+    let jpeg = encode(
+        &DynamicImage::ImageRgb8(gradient(64, 48)),
+        ImageFormat::Jpeg,
+    );
+    let path = write(&dir, "cut.jpg", &jpeg[..jpeg.len() * 2 / 3]);
+    assert_fails(
+        &capdec(&["caption", s(&path)]),
+        1,
+        &["cut.jpg", "not a valid JPEG image", "truncated"],
+    );
+}
+
+#[test]
+fn text_named_jpg_is_refused() {
+    let dir = common::scratch("text_jpg");
+    let path = write(&dir, "notes.jpg", b"this is not a picture\n");
+    assert_fails(
+        &capdec(&["caption", s(&path)]),
+        1,
+        &["notes.jpg", "not a valid JPEG image"],
+    );
+}
+
+#[test]
+fn unknown_content_without_extension_is_refused() {
+    let dir = common::scratch("unknown_content");
+    let path = write(&dir, "blob", b"\x00\x01\x02 nothing recognisable");
+    assert_fails(
+        &capdec(&["caption", s(&path)]),
+        1,
+        &["blob", "not a recognised image format"],
+    );
+}
+
+#[test]
+fn huge_dimensions_are_refused_before_decoding() {
+    // A valid 1x1 PNG whose header claims 20000 x 20000: decoding it would need 400 MB or more.
+    let dir = common::scratch("huge_png");
+    let mut png = encode(
+        &DynamicImage::ImageLuma8(image::GrayImage::new(1, 1)),
+        ImageFormat::Png,
+    );
+    png[16..20].copy_from_slice(&20000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&20000u32.to_be_bytes());
+    let crc = common::crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    let path = write(&dir, "huge.png", &png);
+    assert_fails(
+        &capdec(&["caption", s(&path)]),
+        1,
+        &["huge.png", "20000x20000", "larger than"],
+    );
+}
+
+#[test]
+fn missing_path_and_directory_are_refused() {
+    let dir = common::scratch("missing_and_dir");
+    let missing = dir.join("nowhere.png");
+    assert_fails(
+        &capdec(&["caption", s(&missing)]),
+        1,
+        &["nowhere.png", "cannot open", "No such file"],
+    );
+    assert_fails(
+        &capdec(&["caption", s(&dir)]),
+        1,
+        &["missing_and_dir", "is a directory"],
+    );
+}
+
+#[test]
+fn odd_but_valid_images_caption() {
+    let dir = common::scratch("odd_images");
+    let rgb = gradient(40, 30);
+    let images = [
+        (
+            "one-pixel.png",
+            DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, Rgb([200, 10, 10]))),
+        ),
+        ("grey.png", DynamicImage::ImageRgb8(rgb.clone()).grayscale()),
+        (
+            "grey-alpha.png",
+            DynamicImage::ImageLumaA8(DynamicImage::ImageRgb8(rgb.clone()).to_luma_alpha8()),
+        ),
+        (
+            "rgba.png",
+            DynamicImage::ImageRgba8(DynamicImage::ImageRgb8(rgb.clone()).to_rgba8()),
+        ),
+        (
+            "grey16.png",
+            DynamicImage::ImageLuma16(DynamicImage::ImageRgb8(rgb.clone()).to_luma16()),
+        ),
+        (
+            "rgb16.png",
+            DynamicImage::ImageRgb16(DynamicImage::ImageRgb8(rgb.clone()).to_rgb16()),
+        ),
+        ("tall.png", DynamicImage::ImageRgb8(gradient(3, 500))),
+    ];
+    let mut args = vec!["caption".to_string()];
+    for (name, image) in &images {
+        args.push(s(&write(&dir, name, &encode(image, ImageFormat::Png))).to_string());
+    }
+    for (name, format) in [
+        ("photo.webp", ImageFormat::WebP),
+        ("photo.bmp", ImageFormat::Bmp),
+    ] {
+        args.push(
+            s(&write(
+                &dir,
+                name,
+                &encode(&DynamicImage::ImageRgb8(rgb.clone()), format),
+            ))
+            .to_string(),
+        );
+    }
+    let run = capdec(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(
+        run.stdout.lines().count(),
+        images.len() + 2,
+        "{}",
+        run.stdout
+    );
+    for (name, _) in &images {
+        assert!(
+            run.stdout.lines().any(|l| l.contains(&format!("{name}: "))),
+            "{name} missing: {}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    let dir = common::scratch("exif");
+    let jpeg = encode(
+        &DynamicImage::ImageRgb8(gradient(48, 32)),
+        ImageFormat::Jpeg,
+    );
+    let plain = write(&dir, "plain.jpg", &jpeg);
+    // Orientation 6: the stored pixels must be turned 90 degrees clockwise for display.
+    let rotated = write(&dir, "rotated.jpg", &with_exif_orientation(&jpeg, 6));
+    let plain = capdec_edge::preprocess::load_rgb(&plain).expect("plain JPEG loads");
+    let rotated_img = capdec_edge::preprocess::load_rgb(&rotated).expect("EXIF JPEG loads");
+    assert_eq!(rotated_img.dimensions(), (32, 48));
+    assert_eq!(rotated_img, image::imageops::rotate90(&plain));
+
+    let run = capdec(&["caption", s(&rotated)]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+}
+
+#[test]
+fn one_bad_image_does_not_stop_the_others() {
+    let dir = common::scratch("mixed");
+    let good = write(
+        &dir,
+        "good.png",
+        &encode(&DynamicImage::ImageRgb8(gradient(30, 20)), ImageFormat::Png),
+    );
+    let bad = write(&dir, "bad.png", b"not a png");
+    let also_good = write(
+        &dir,
+        "also.png",
+        &encode(&DynamicImage::ImageRgb8(gradient(20, 30)), ImageFormat::Png),
+    );
+    let run = capdec(&["caption", s(&good), s(&bad), s(&also_good)]);
+    assert_fails(&run, 1, &["bad.png"]);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert!(lines[0].starts_with(&format!("{}: ", good.display())));
+    assert!(lines[1].starts_with(&format!("{}: ", also_good.display())));
+}
+
+#[test]
+fn json_output_has_every_field() {
+    let dir = common::scratch("json");
+    let path = write(
+        &dir,
+        "a.png",
+        &encode(&DynamicImage::ImageRgb8(gradient(30, 20)), ImageFormat::Png),
+    );
+    let run = capdec(&[
+        "caption",
+        s(&path),
+        "--json",
+        "--precision",
+        "fp32",
+        "--beam",
+        "2",
+        "--max-tokens",
+        "5",
+    ]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let record: serde_json::Value =
+        serde_json::from_str(run.stdout.trim()).expect("one JSON object");
+    assert_eq!(record["file"], s(&path));
+    assert_eq!(record["precision"], "fp32");
+    assert!(record["caption"].is_string());
+    let tokens = record["tokens"].as_array().expect("tokens");
+    assert!(!tokens.is_empty() && tokens.len() <= 5);
+    assert!(record["mean_log_prob"].as_f64().expect("mean log-prob") < 0.0);
+    for stage in ["preprocess", "encode", "map", "decode"] {
+        assert!(
+            record["ms"][stage].as_f64().expect("stage time") >= 0.0,
+            "{stage}"
+        );
+    }
+}
+
+#[test]
+fn single_image_prints_just_the_caption() {
+    let dir = common::scratch("single");
+    let path = write(
+        &dir,
+        "a.png",
+        &encode(&DynamicImage::ImageRgb8(gradient(30, 20)), ImageFormat::Png),
+    );
+    let run = capdec(&["caption", s(&path), "--beam=1"]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(run.stdout.lines().count(), 1);
+    assert!(!run.stdout.contains("a.png"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_fails(&capdec(&[]), 2, &["no command"]);
+    assert_fails(&capdec(&["caption"]), 2, &["no image"]);
+    assert_fails(
+        &capdec(&["describe", "x.png"]),
+        2,
+        &["unknown command `describe`"],
+    );
+    assert_fails(
+        &capdec(&["caption", "x.png", "--colour"]),
+        2,
+        &["unknown option `--colour`"],
+    );
+    assert_fails(
+        &capdec(&["caption", "x.png", "--beam", "0"]),
+        2,
+        &["--beam must be a positive whole number"],
+    );
+    assert_fails(
+        &capdec(&["caption", "x.png", "--max-tokens"]),
+        2,
+        &["--max-tokens needs a number"],
+    );
+    assert_fails(
+        &capdec(&["caption", "x.png", "--precision", "fp16"]),
+        2,
+        &["--precision must be fp32 or int8"],
+    );
+    let help = capdec(&["--help"]);
+    assert_eq!(help.code, Some(0));
+    assert!(help.stdout.contains("usage: capdec caption"));
+}
+
+#[test]
+fn too_many_tokens_for_the_decoder_is_refused() {
+    let dir = common::scratch("too_many_tokens");
+    let path = write(
+        &dir,
+        "a.png",
+        &encode(&DynamicImage::ImageRgb8(gradient(30, 20)), ImageFormat::Png),
+    );
+    let run = capdec(&["caption", s(&path), "--max-tokens", "100000"]);
+    assert_fails(
+        &run,
+        1,
+        &[
+            "fixture-tiny",
+            "max tokens 100000 exceeds the 124 positions",
+        ],
+    );
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn default_bundle_is_found_above_the_executable() {
+    common::fixture();
+    let dir = common::scratch("default_bundle");
+    let path = write(
+        &dir,
+        "a.png",
+        &encode(&DynamicImage::ImageRgb8(gradient(30, 20)), ImageFormat::Png),
+    );
+    // target/debug/capdec -> the repository's models/, whatever the current folder.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_capdec"))
+        .args(["caption", s(&path)])
+        .env_remove("CAPDEC_MODEL")
+        .current_dir(&dir)
+        .output()
+        .expect("run capdec");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
