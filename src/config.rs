@@ -11,8 +11,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 /// Where the file says nothing about a model, the command line's discovery rules apply.
@@ -204,7 +204,9 @@ impl<'de> Deserialize<'de> for Secret {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Secret, M::Error> {
                 let Some(key) = map.next_key::<String>()? else {
-                    return Err(de::Error::custom("empty table: expected `file = \"PATH\"` or `env = \"VARIABLE\"`"));
+                    return Err(de::Error::custom(
+                        "empty table: expected `file = \"PATH\"` or `env = \"VARIABLE\"`",
+                    ));
                 };
                 let value: String = map.next_value()?;
                 let secret = match key.as_str() {
@@ -280,14 +282,16 @@ pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 impl Config {
     /// Reads, parses and checks a configuration file, and resolves its secrets and relative paths.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let text =
+            fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
         Config::parse(&text, path)
     }
 
     /// `path` names the file in messages and anchors its relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
         let file = Located { path, text };
-        let mut config: Config = toml::from_str(text).map_err(|e| file.error(e.span(), e.message().trim()))?;
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| file.error(e.span(), e.message().trim()))?;
         config.check(&file)?;
         let base = path.parent().unwrap_or(Path::new(""));
         config.resolve(&file, base)?;
@@ -295,22 +299,38 @@ impl Config {
     }
 
     pub fn port(&self) -> u16 {
-        self.mqtt.port.unwrap_or(if self.mqtt.tls.is_some() { 8883 } else { 1883 })
+        self.mqtt
+            .port
+            .unwrap_or(if self.mqtt.tls.is_some() { 8883 } else { 1883 })
     }
 
     pub fn node_id(&self) -> &str {
-        self.home_assistant.node_id.as_ref().unwrap_or(&self.mqtt.base_topic).get_ref()
+        self.home_assistant
+            .node_id
+            .as_ref()
+            .unwrap_or(&self.mqtt.base_topic)
+            .get_ref()
     }
 
     fn check(&self, file: &Located) -> Result<()> {
         let level = &self.log_level;
         if !LOG_LEVELS.contains(&level.get_ref().as_str()) {
-            bail!(file.at(level, &format!("log_level `{}` is not one of {}", level.get_ref(), LOG_LEVELS.join(", "))));
+            bail!(file.at(
+                level,
+                &format!(
+                    "log_level `{}` is not one of {}",
+                    level.get_ref(),
+                    LOG_LEVELS.join(", ")
+                )
+            ));
         }
         if let Some(precision) = &self.model.precision {
             non_empty(file, precision, "model.precision")?;
         }
-        for (value, key) in [(&self.model.beam_size, "model.beam_size"), (&self.model.max_tokens, "model.max_tokens")] {
+        for (value, key) in [
+            (&self.model.beam_size, "model.beam_size"),
+            (&self.model.max_tokens, "model.max_tokens"),
+        ] {
             if let Some(value) = value.as_ref().filter(|v| *v.get_ref() == 0) {
                 bail!(file.at(value, &format!("{key} must be at least 1")));
             }
@@ -322,7 +342,10 @@ impl Config {
         topic_level(file, &mqtt.base_topic, "mqtt.base_topic", true)?;
         qos(file, &mqtt.qos, "mqtt.qos")?;
         if *mqtt.keep_alive_s.get_ref() < 5 {
-            bail!(file.at(&mqtt.keep_alive_s, "mqtt.keep_alive_s must be at least 5 seconds"));
+            bail!(file.at(
+                &mqtt.keep_alive_s,
+                "mqtt.keep_alive_s must be at least 5 seconds"
+            ));
         }
         if *mqtt.queue_limit.get_ref() == 0 {
             bail!(file.at(&mqtt.queue_limit, "mqtt.queue_limit must be at least 1"));
@@ -330,7 +353,10 @@ impl Config {
         positive_seconds(file, &mqtt.reconnect_min_s, "mqtt.reconnect_min_s")?;
         positive_seconds(file, &mqtt.reconnect_max_s, "mqtt.reconnect_max_s")?;
         if mqtt.reconnect_max_s.get_ref() < mqtt.reconnect_min_s.get_ref() {
-            bail!(file.at(&mqtt.reconnect_max_s, "mqtt.reconnect_max_s is less than mqtt.reconnect_min_s"));
+            bail!(file.at(
+                &mqtt.reconnect_max_s,
+                "mqtt.reconnect_max_s is less than mqtt.reconnect_min_s"
+            ));
         }
         if let (None, Some(password)) = (&mqtt.username, &mqtt.password) {
             bail!(file.at(password, "mqtt.password is set but mqtt.username is not"));
@@ -338,17 +364,28 @@ impl Config {
         if let Some(tls) = &mqtt.tls
             && tls.client_cert.is_some() != tls.client_key.is_some()
         {
-            bail!(file.anywhere("mqtt.tls: client_cert and client_key go together: give both or neither"));
+            bail!(file.anywhere(
+                "mqtt.tls: client_cert and client_key go together: give both or neither"
+            ));
         }
 
         let ha = &self.home_assistant;
-        topic_level(file, &ha.discovery_prefix, "home_assistant.discovery_prefix", true)?;
+        topic_level(
+            file,
+            &ha.discovery_prefix,
+            "home_assistant.discovery_prefix",
+            true,
+        )?;
         if let Some(node_id) = &ha.node_id {
             topic_level(file, node_id, "home_assistant.node_id", false)?;
         }
 
         if self.camera.is_empty() {
-            bail!(file.anywhere("no camera: add at least one [[camera]] table with a name and a source"));
+            bail!(
+                file.anywhere(
+                    "no camera: add at least one [[camera]] table with a name and a source"
+                )
+            );
         }
         let mut names: HashMap<&str, &Spanned<String>> = HashMap::new();
         for camera in &self.camera {
@@ -357,7 +394,11 @@ impl Config {
             if let Some(first) = names.insert(name.get_ref(), name) {
                 bail!(file.at(
                     name,
-                    &format!("camera name `{}` is already used on line {}", name.get_ref(), file.line(first.span()))
+                    &format!(
+                        "camera name `{}` is already used on line {}",
+                        name.get_ref(),
+                        file.line(first.span())
+                    )
                 ));
             }
             self.check_camera(file, camera)?;
@@ -371,10 +412,16 @@ impl Config {
         positive_seconds(file, &c.interval_s, &format!("{label}: interval_s"))?;
         let threshold = &c.skip_if_similarity_above;
         if !(0.0..=1.0).contains(threshold.get_ref()) {
-            bail!(file.at(threshold, &format!("{label}: skip_if_similarity_above must be between 0 and 1")));
+            bail!(file.at(
+                threshold,
+                &format!("{label}: skip_if_similarity_above must be between 0 and 1")
+            ));
         }
         if *c.max_captions_per_minute.get_ref() == 0 {
-            bail!(file.at(&c.max_captions_per_minute, &format!("{label}: max_captions_per_minute must be at least 1")));
+            bail!(file.at(
+                &c.max_captions_per_minute,
+                &format!("{label}: max_captions_per_minute must be at least 1")
+            ));
         }
         if let Some(level) = &c.qos {
             qos(file, level, &format!("{label}: qos"))?;
@@ -395,21 +442,36 @@ impl Config {
             check_url(file, &http.url, &label)?;
             positive_seconds(file, &http.timeout_s, &format!("{label}: http.timeout_s"))?;
             if let (None, Some(password)) = (&http.username, &http.password) {
-                bail!(file.at(password, &format!("{label}: http.password is set but http.username is not")));
+                bail!(file.at(
+                    password,
+                    &format!("{label}: http.password is set but http.username is not")
+                ));
             }
             if let (Some(_), Some(token)) = (&http.username, &http.bearer_token) {
-                bail!(file.at(token, &format!("{label}: http.bearer_token and http.username exclude each other")));
+                bail!(file.at(
+                    token,
+                    &format!("{label}: http.bearer_token and http.username exclude each other")
+                ));
             }
         }
         if let Some(device) = &c.device {
             if device.index.is_some() == device.name.is_some() {
-                bail!(file.at(camera, &format!("{label}: [camera.device] needs exactly one of `index` and `name`")));
+                bail!(file.at(
+                    camera,
+                    &format!("{label}: [camera.device] needs exactly one of `index` and `name`")
+                ));
             }
             if device.width.is_some() != device.height.is_some() {
-                bail!(file.at(camera, &format!("{label}: [camera.device] width and height go together")));
+                bail!(file.at(
+                    camera,
+                    &format!("{label}: [camera.device] width and height go together")
+                ));
             }
             if !cfg!(feature = "camera") {
-                bail!(file.at(camera, &format!("{label}: this build has no camera support (cargo feature `camera`)")));
+                bail!(file.at(
+                    camera,
+                    &format!("{label}: this build has no camera support (cargo feature `camera`)")
+                ));
             }
         }
         Ok(())
@@ -447,18 +509,31 @@ impl Config {
     }
 }
 
-fn resolve_secret(file: &Located, secret: &mut Spanned<Secret>, base: &Path, key: &str) -> Result<()> {
+fn resolve_secret(
+    file: &Located,
+    secret: &mut Spanned<Secret>,
+    base: &Path,
+    key: &str,
+) -> Result<()> {
     let value = match secret.get_ref() {
         Secret::Value(_) => return Ok(()),
         Secret::File(path) => {
             let path = base.join(path);
-            let text = fs::read_to_string(&path)
-                .map_err(|e| file.at(secret, &format!("{key}: cannot read {}: {e}", path.display())))?;
+            let text = fs::read_to_string(&path).map_err(|e| {
+                file.at(
+                    secret,
+                    &format!("{key}: cannot read {}: {e}", path.display()),
+                )
+            })?;
             // Files written with `echo` end in a newline that is no part of the password.
             text.trim_end_matches(['\r', '\n']).to_string()
         }
-        Secret::Env(variable) => std::env::var(variable)
-            .map_err(|_| file.at(secret, &format!("{key}: environment variable `{variable}` is not set")))?,
+        Secret::Env(variable) => std::env::var(variable).map_err(|_| {
+            file.at(
+                secret,
+                &format!("{key}: environment variable `{variable}` is not set"),
+            )
+        })?,
     };
     *secret.get_mut() = Secret::Value(value);
     Ok(())
@@ -472,19 +547,36 @@ fn non_empty(file: &Located, value: &Spanned<String>, key: &str) -> Result<()> {
 }
 
 /// Names used in MQTT topics and Home Assistant ids: no wildcards, no separators a topic would split on.
-fn topic_level(file: &Located, value: &Spanned<String>, key: &str, slashes_allowed: bool) -> Result<()> {
+fn topic_level(
+    file: &Located,
+    value: &Spanned<String>,
+    key: &str,
+    slashes_allowed: bool,
+) -> Result<()> {
     let text = value.get_ref();
-    let fine = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || (slashes_allowed && c == '/');
+    let fine = |c: char| {
+        c.is_ascii_alphanumeric() || c == '_' || c == '-' || (slashes_allowed && c == '/')
+    };
     if text.is_empty() || !text.chars().all(fine) || text.starts_with('/') || text.ends_with('/') {
-        let allowed = if slashes_allowed { "letters, digits, `_`, `-` and inner `/`" } else { "letters, digits, `_` and `-`" };
-        bail!(file.at(value, &format!("{key} `{text}` must be non-empty and use only {allowed}")));
+        let allowed = if slashes_allowed {
+            "letters, digits, `_`, `-` and inner `/`"
+        } else {
+            "letters, digits, `_` and `-`"
+        };
+        bail!(file.at(
+            value,
+            &format!("{key} `{text}` must be non-empty and use only {allowed}")
+        ));
     }
     Ok(())
 }
 
 fn qos(file: &Located, value: &Spanned<u8>, key: &str) -> Result<()> {
     if *value.get_ref() > 2 {
-        bail!(file.at(value, &format!("{key} must be 0, 1 or 2, not {}", value.get_ref())));
+        bail!(file.at(
+            value,
+            &format!("{key} must be 0, 1 or 2, not {}", value.get_ref())
+        ));
     }
     Ok(())
 }
@@ -492,7 +584,10 @@ fn qos(file: &Located, value: &Spanned<u8>, key: &str) -> Result<()> {
 fn positive_seconds(file: &Located, value: &Spanned<f64>, key: &str) -> Result<()> {
     let seconds = *value.get_ref();
     if !(seconds.is_finite() && seconds > 0.0) {
-        bail!(file.at(value, &format!("{key} must be a positive number of seconds, not {seconds}")));
+        bail!(file.at(
+            value,
+            &format!("{key} must be a positive number of seconds, not {seconds}")
+        ));
     }
     Ok(())
 }
@@ -502,11 +597,14 @@ fn check_url(file: &Located, url: &Spanned<String>, label: &str) -> Result<()> {
     let problem = match text.parse::<ureq::http::Uri>() {
         Err(e) => Some(format!("is not a URL ({e})")),
         Ok(uri) => match (uri.scheme_str(), uri.host()) {
-            _ if uri.authority().is_some_and(|a| a.as_str().contains('@')) => {
-                Some("holds credentials, which would show in logs: use http.username and http.password".to_string())
-            }
+            _ if uri.authority().is_some_and(|a| a.as_str().contains('@')) => Some(
+                "holds credentials, which would show in logs: use http.username and http.password"
+                    .to_string(),
+            ),
             (Some("http"), Some(host)) if !host.is_empty() => None,
-            (Some("https"), _) => Some("uses https, which this build does not support: use http".to_string()),
+            (Some("https"), _) => {
+                Some("uses https, which this build does not support: use http".to_string())
+            }
             (Some("http"), _) => Some("has no host".to_string()),
             _ => Some("must start with http://".to_string()),
         },
@@ -525,7 +623,11 @@ struct Located<'a> {
 
 impl Located<'_> {
     fn line(&self, span: Range<usize>) -> usize {
-        self.text.as_bytes()[..span.start.min(self.text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text.as_bytes()[..span.start.min(self.text.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
     fn at<T>(&self, value: &Spanned<T>, message: &str) -> anyhow::Error {
@@ -582,7 +684,10 @@ path = "pictures"
     }
 
     fn error(text: &str) -> String {
-        format!("{:#}", parse(text).expect_err("the configuration should be refused"))
+        format!(
+            "{:#}",
+            parse(text).expect_err("the configuration should be refused")
+        )
     }
 
     #[test]
@@ -604,29 +709,47 @@ path = "pictures"
         // The example names secrets by environment variable; give them values as a service manager would.
         unsafe { std::env::set_var("CAPDEC_MQTT_PASSWORD", "example") };
         let config = Config::load(&path).unwrap();
-        assert!(config.camera.len() >= 3, "the example shows every kind of source");
+        assert!(
+            config.camera.len() >= 3,
+            "the example shows every kind of source"
+        );
     }
 
     #[test]
     fn wrong_type_names_key_and_line() {
-        let text = MINIMAL.replace("name = \"porch\"", "name = \"porch\"\ninterval_s = \"often\"");
+        let text = MINIMAL.replace(
+            "name = \"porch\"",
+            "name = \"porch\"\ninterval_s = \"often\"",
+        );
         let message = error(&text);
-        assert!(message.contains("capdec.toml:7: in [[camera]] key `interval_s`"), "{message}");
-        assert!(message.contains("invalid type: string \"often\""), "{message}");
+        assert!(
+            message.contains("capdec.toml:7: in [[camera]] key `interval_s`"),
+            "{message}"
+        );
+        assert!(
+            message.contains("invalid type: string \"often\""),
+            "{message}"
+        );
     }
 
     #[test]
     fn unknown_key_names_key_and_line() {
         let text = MINIMAL.replace("path = \"pictures\"", "path = \"pictures\"\nwatch = true");
         let message = error(&text);
-        assert!(message.contains("capdec.toml:9: in [camera.file] key `watch`"), "{message}");
+        assert!(
+            message.contains("capdec.toml:9: in [camera.file] key `watch`"),
+            "{message}"
+        );
         assert!(message.contains("unknown field `watch`"), "{message}");
     }
 
     #[test]
     fn missing_camera_is_refused() {
         let message = error("[mqtt]\nhost = \"localhost\"\n");
-        assert!(message.contains("no camera: add at least one [[camera]]"), "{message}");
+        assert!(
+            message.contains("no camera: add at least one [[camera]]"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -637,17 +760,30 @@ path = "pictures"
 
     #[test]
     fn duplicate_camera_name_points_at_both() {
-        let text = format!("{MINIMAL}\n[[camera]]\nname = \"porch\"\n[camera.file]\npath = \"other\"\n");
+        let text =
+            format!("{MINIMAL}\n[[camera]]\nname = \"porch\"\n[camera.file]\npath = \"other\"\n");
         let message = error(&text);
-        assert!(message.contains("capdec.toml:11: in [[camera]] key `name`"), "{message}");
-        assert!(message.contains("camera name `porch` is already used on line 6"), "{message}");
+        assert!(
+            message.contains("capdec.toml:11: in [[camera]] key `name`"),
+            "{message}"
+        );
+        assert!(
+            message.contains("camera name `porch` is already used on line 6"),
+            "{message}"
+        );
     }
 
     #[test]
     fn camera_without_source_is_refused() {
         let message = error("[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"porch\"\n");
-        assert!(message.contains("camera `porch` has no source"), "{message}");
-        assert!(message.contains("capdec.toml:3: in [[camera]]:"), "{message}");
+        assert!(
+            message.contains("camera `porch` has no source"),
+            "{message}"
+        );
+        assert!(
+            message.contains("capdec.toml:3: in [[camera]]:"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -658,9 +794,14 @@ path = "pictures"
             ("not a url", "is not a URL"),
             ("https://cam/snap.jpg", "uses https"),
         ] {
-            let text = format!("[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"gate\"\n[camera.http]\nurl = \"{url}\"\n");
+            let text = format!(
+                "[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"gate\"\n[camera.http]\nurl = \"{url}\"\n"
+            );
             let message = error(&text);
-            assert!(message.contains("capdec.toml:6: in [camera.http] key `url`"), "{url}: {message}");
+            assert!(
+                message.contains("capdec.toml:6: in [camera.http] key `url`"),
+                "{url}: {message}"
+            );
             assert!(message.contains(problem), "{url}: {message}");
         }
     }
@@ -668,7 +809,10 @@ path = "pictures"
     #[test]
     fn camera_names_must_suit_topics() {
         let message = error(&MINIMAL.replace("\"porch\"", "\"front/door\""));
-        assert!(message.contains("camera.name `front/door` must be non-empty"), "{message}");
+        assert!(
+            message.contains("camera.name `front/door` must be non-empty"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -678,9 +822,15 @@ path = "pictures"
             ("keep_alive_s = 1", "at least 5 seconds"),
             ("port = 70000", "invalid value"),
         ] {
-            let text = MINIMAL.replace("host = \"localhost\"", &format!("host = \"localhost\"\n{line}"));
+            let text = MINIMAL.replace(
+                "host = \"localhost\"",
+                &format!("host = \"localhost\"\n{line}"),
+            );
             let message = error(&text);
-            assert!(message.contains("capdec.toml:4: in [mqtt]"), "{line}: {message}");
+            assert!(
+                message.contains("capdec.toml:4: in [mqtt]"),
+                "{line}: {message}"
+            );
             assert!(message.contains(expected), "{line}: {message}");
         }
     }
@@ -708,8 +858,14 @@ path = "pictures"
             "host = \"localhost\"\nusername = \"cam\"\npassword = { env = \"CAPDEC_TEST_UNSET_VARIABLE\" }",
         );
         let message = error(&text);
-        assert!(message.contains("capdec.toml:5: in [mqtt] key `password`"), "{message}");
-        assert!(message.contains("environment variable `CAPDEC_TEST_UNSET_VARIABLE` is not set"), "{message}");
+        assert!(
+            message.contains("capdec.toml:5: in [mqtt] key `password`"),
+            "{message}"
+        );
+        assert!(
+            message.contains("environment variable `CAPDEC_TEST_UNSET_VARIABLE` is not set"),
+            "{message}"
+        );
         let text = text.replace("env = \"CAPDEC_TEST_UNSET_VARIABLE\"", "vault = \"x\"");
         assert!(error(&text).contains("unknown field `vault`, expected `file` or `env`"));
     }

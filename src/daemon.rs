@@ -84,7 +84,9 @@ struct Board {
 impl Board {
     fn slots(&self) -> MutexGuard<'_, Slots> {
         // Every change to the slots is a single assignment, so a panicking holder leaves them consistent.
-        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn put(&self, camera: usize, job: Option<Job>) {
@@ -107,7 +109,10 @@ impl Board {
                     return Some((camera, job));
                 }
             }
-            slots = self.filled.wait(slots).unwrap_or_else(|poisoned| poisoned.into_inner());
+            slots = self
+                .filled
+                .wait(slots)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 }
@@ -128,11 +133,18 @@ struct RateLimit {
 
 impl RateLimit {
     fn new(max: u32) -> RateLimit {
-        RateLimit { max: max as usize, recent: VecDeque::new() }
+        RateLimit {
+            max: max as usize,
+            recent: VecDeque::new(),
+        }
     }
 
     fn allows(&mut self, now: Instant) -> bool {
-        while self.recent.front().is_some_and(|&t| now.duration_since(t) >= MINUTE) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= MINUTE)
+        {
             self.recent.pop_front();
         }
         self.recent.len() < self.max
@@ -145,7 +157,11 @@ impl RateLimit {
 
 /// Cosine similarity of two L2-normalised embeddings, in f64 so that identical pictures give exactly 1.
 fn similarity(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum();
     dot.clamp(-1.0, 1.0)
 }
 
@@ -176,7 +192,11 @@ pub fn run(config: &Config, model: Model) -> Result<()> {
         .context("cannot start the command thread")?;
 
     let board = Arc::new(Board {
-        slots: Mutex::new(Slots { jobs: config.camera.iter().map(|_| None).collect(), next: 0, stopping: false }),
+        slots: Mutex::new(Slots {
+            jobs: config.camera.iter().map(|_| None).collect(),
+            next: 0,
+            stopping: false,
+        }),
         filled: Condvar::new(),
     });
     let mut controls: Vec<(String, Sender<Control>)> = Vec::new();
@@ -193,7 +213,14 @@ pub fn run(config: &Config, model: Model) -> Result<()> {
             .name(format!("camera-{name}"))
             .spawn(move || {
                 let source = sources::open(&camera_config);
-                capture_loop(&thread_name, index, source, interval, &control_rx, &camera_board)
+                capture_loop(
+                    &thread_name,
+                    index,
+                    source,
+                    interval,
+                    &control_rx,
+                    &camera_board,
+                )
             })
             .with_context(|| format!("cannot start the thread of camera `{name}`"))?;
         controls.push((name.clone(), control));
@@ -219,7 +246,9 @@ pub fn run(config: &Config, model: Model) -> Result<()> {
             Signal::Stop => break,
             Signal::Command(command) => command,
         };
-        let Some((_, control)) = controls.iter().find(|(name, _)| *name == command.camera) else { continue };
+        let Some((_, control)) = controls.iter().find(|(name, _)| *name == command.camera) else {
+            continue;
+        };
         log::info!(camera = command.camera, command = format!("{:?}", command.command); "command received");
         let control_message = match command.command {
             Command::Capture => Control::Capture,
@@ -248,7 +277,9 @@ pub fn run(config: &Config, model: Model) -> Result<()> {
     }
     match Arc::try_unwrap(publisher) {
         Ok(publisher) => publisher.stop(STOP_GRACE),
-        Err(_) => log::error!("the MQTT publisher is still shared; exiting without a clean disconnect"),
+        Err(_) => {
+            log::error!("the MQTT publisher is still shared; exiting without a clean disconnect")
+        }
     }
     log::info!("stopped");
     Ok(())
@@ -267,28 +298,29 @@ fn capture_loop(
     let mut next_due = Instant::now();
     let mut failures: u32 = 0;
     loop {
-        let trigger = match controls.recv_timeout(next_due.saturating_duration_since(Instant::now())) {
-            Err(RecvTimeoutError::Disconnected) => return,
-            Ok(Control::Pause) => {
-                paused = true;
-                board.put(index, None);
-                log::info!(camera = name; "camera paused");
-                continue;
-            }
-            Ok(Control::Resume) => {
-                paused = false;
-                next_due = Instant::now();
-                log::info!(camera = name; "camera resumed");
-                continue;
-            }
-            Ok(Control::Capture) => Trigger::Manual,
-            Err(RecvTimeoutError::Timeout) if paused => {
-                log::debug!(camera = name; "paused: no picture taken");
-                next_due = Instant::now() + interval;
-                continue;
-            }
-            Err(RecvTimeoutError::Timeout) => Trigger::Interval,
-        };
+        let trigger =
+            match controls.recv_timeout(next_due.saturating_duration_since(Instant::now())) {
+                Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Control::Pause) => {
+                    paused = true;
+                    board.put(index, None);
+                    log::info!(camera = name; "camera paused");
+                    continue;
+                }
+                Ok(Control::Resume) => {
+                    paused = false;
+                    next_due = Instant::now();
+                    log::info!(camera = name; "camera resumed");
+                    continue;
+                }
+                Ok(Control::Capture) => Trigger::Manual,
+                Err(RecvTimeoutError::Timeout) if paused => {
+                    log::debug!(camera = name; "paused: no picture taken");
+                    next_due = Instant::now() + interval;
+                    continue;
+                }
+                Err(RecvTimeoutError::Timeout) => Trigger::Interval,
+            };
         let start = Instant::now();
         let grabbed = source.grab();
         let capture_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -302,7 +334,14 @@ fn capture_loop(
                     next_due = start + interval;
                 }
                 match frame {
-                    Some(frame) => board.put(index, Some(Job { frame, trigger, capture_ms })),
+                    Some(frame) => board.put(
+                        index,
+                        Some(Job {
+                            frame,
+                            trigger,
+                            capture_ms,
+                        }),
+                    ),
                     None if trigger == Trigger::Manual => {
                         log::info!(camera = name; "capture requested, but the folder has no new picture")
                     }
@@ -311,7 +350,8 @@ fn capture_loop(
             }
             Err(error) => {
                 failures += 1;
-                let retry = Duration::from_secs(1 << failures.min(6).saturating_sub(1)).min(MAX_SOURCE_BACKOFF);
+                let retry = Duration::from_secs(1 << failures.min(6).saturating_sub(1))
+                    .min(MAX_SOURCE_BACKOFF);
                 log::warn!(camera = name, attempt = failures, retry_in_s = retry.as_secs_f64();
                     "cannot take a picture: {error:#}");
                 next_due = Instant::now() + retry;
@@ -347,7 +387,10 @@ fn caption(model: &Model, plan: &mut CameraPlan, job: Job) -> Result<Option<Capt
         return Ok(None);
     }
     let captioner = &model.captioner;
-    let mut latency = Latency { capture: job.capture_ms, ..Latency::default() };
+    let mut latency = Latency {
+        capture: job.capture_ms,
+        ..Latency::default()
+    };
     let stage = |ms: &mut f64, start: Instant| *ms = start.elapsed().as_secs_f64() * 1e3;
 
     let start = Instant::now();
@@ -357,12 +400,15 @@ fn caption(model: &Model, plan: &mut CameraPlan, job: Job) -> Result<Option<Capt
     let embedding = captioner.embed(pixels)?;
     stage(&mut latency.encode, start);
 
-    let similar = plan.last_published.as_deref().map(|last| similarity(last, &embedding));
+    let similar = plan
+        .last_published
+        .as_deref()
+        .map(|last| similarity(last, &embedding));
     if let Some(value) = similar
         && job.trigger == Trigger::Interval
         && value > plan.skip_if_similarity_above
     {
-        log::info!(camera = plan.name, similarity = format!("{value:.4}"),
+        log::debug!(camera = plan.name, similarity = format!("{value:.4}"),
             threshold = plan.skip_if_similarity_above; "scene unchanged: decoder skipped");
         return Ok(None);
     }
@@ -373,7 +419,8 @@ fn caption(model: &Model, plan: &mut CameraPlan, job: Job) -> Result<Option<Capt
     let start = Instant::now();
     let hypothesis = captioner.decode(&prefix, &model.search)?;
     stage(&mut latency.decode, start);
-    latency.total = latency.capture + latency.preprocess + latency.encode + latency.map + latency.decode;
+    latency.total =
+        latency.capture + latency.preprocess + latency.encode + latency.map + latency.decode;
 
     plan.rate.record(now);
     plan.last_published = Some(embedding);
@@ -405,7 +452,10 @@ mod tests {
             rate.record(at);
         }
         assert!(!rate.allows(start + Duration::from_secs(59)));
-        assert!(rate.allows(start + Duration::from_secs(60)), "the first event has left the window");
+        assert!(
+            rate.allows(start + Duration::from_secs(60)),
+            "the first event has left the window"
+        );
     }
 
     #[test]
@@ -419,11 +469,19 @@ mod tests {
     #[test]
     fn the_captioner_takes_cameras_in_turn() {
         let board = Board {
-            slots: Mutex::new(Slots { jobs: (0..3).map(|_| None).collect(), next: 0, stopping: false }),
+            slots: Mutex::new(Slots {
+                jobs: (0..3).map(|_| None).collect(),
+                next: 0,
+                stopping: false,
+            }),
             filled: Condvar::new(),
         };
         let job = || Job {
-            frame: Frame { image: image::RgbImage::new(1, 1), origin: String::new(), taken_at: std::time::SystemTime::now() },
+            frame: Frame {
+                image: image::RgbImage::new(1, 1),
+                origin: String::new(),
+                taken_at: std::time::SystemTime::now(),
+            },
             trigger: Trigger::Interval,
             capture_ms: 0.0,
         };
@@ -431,7 +489,11 @@ mod tests {
         board.put(2, Some(job()));
         assert_eq!(board.take().map(|(camera, _)| camera), Some(0));
         board.put(0, Some(job()));
-        assert_eq!(board.take().map(|(camera, _)| camera), Some(2), "camera 0 went last time");
+        assert_eq!(
+            board.take().map(|(camera, _)| camera),
+            Some(2),
+            "camera 0 went last time"
+        );
         assert_eq!(board.take().map(|(camera, _)| camera), Some(0));
         board.slots().stopping = true;
         assert!(board.take().is_none());

@@ -21,9 +21,13 @@ pub fn init(configured: &str) -> Result<()> {
         Err(_) => configured.to_string(),
     };
     let Some(filter) = parse_level(&level) else {
-        bail!("{LEVEL_VARIABLE}=`{level}` is not one of {}", LOG_LEVELS.join(", "));
+        bail!(
+            "{LEVEL_VARIABLE}=`{level}` is not one of {}",
+            LOG_LEVELS.join(", ")
+        );
     };
-    log::set_boxed_logger(Box::new(Logger { filter })).map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    log::set_boxed_logger(Box::new(Logger { filter }))
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
     log::set_max_level(filter);
     Ok(())
 }
@@ -48,7 +52,8 @@ impl Log for Logger {
         // Libraries (the MQTT client, the HTTP client) chatter at debug; their warnings matter, the rest only
         // when tracing.
         let ours = metadata.target().starts_with(env!("CARGO_CRATE_NAME"));
-        metadata.level() <= self.filter && (ours || metadata.level() <= Level::Warn || self.filter == LevelFilter::Trace)
+        metadata.level() <= self.filter
+            && (ours || metadata.level() <= Level::Warn || self.filter == LevelFilter::Trace)
     }
 
     fn log(&self, record: &Record) {
@@ -79,7 +84,8 @@ struct Fields<'a>(&'a mut String);
 
 impl<'kvs> VisitSource<'kvs> for Fields<'_> {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
-        self.0.push_str(&format!(" {}={}", key.as_str(), quoted(&value.to_string())));
+        self.0
+            .push_str(&format!(" {}={}", key.as_str(), quoted(&value.to_string())));
         Ok(())
     }
 }
@@ -87,7 +93,10 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
 /// Bare when it is one plain word, else double-quoted with `"`, `\` and line breaks escaped, so that a line
 /// is always one event.
 fn quoted(text: &str) -> String {
-    let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '=' && c != '\\');
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '=' && c != '\\');
     if plain {
         return text.to_string();
     }

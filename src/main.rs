@@ -104,7 +104,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Command, String> {
         Some("caption") => {}
         Some("run") => {
             return match (args.next(), args.next(), args.next()) {
-                (Some(flag), Some(file), None) if flag == "--config" => Ok(Command::Run(PathBuf::from(file))),
+                (Some(flag), Some(file), None) if flag == "--config" => {
+                    Ok(Command::Run(PathBuf::from(file)))
+                }
                 _ => Err("run takes --config FILE".into()),
             };
         }
@@ -231,7 +233,11 @@ fn run(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
     logging::init(config.log_level.get_ref())?;
     let (dir, bundle) = daemon_bundle(&config)?;
-    let precision = config.model.precision.as_ref().map(|p| p.get_ref().as_str());
+    let precision = config
+        .model
+        .precision
+        .as_ref()
+        .map(|p| p.get_ref().as_str());
     log::info!(bundle = dir.display().to_string(); "loading the model");
     let captioner = Captioner::load(&bundle, precision)?;
     let mut search = captioner.search_config().clone();
@@ -245,7 +251,14 @@ fn run(path: &Path) -> Result<()> {
         .check_search(&search)
         .with_context(|| format!("{}: [model] beam_size/max_tokens", path.display()))?;
     let name = bundle.manifest.name.clone();
-    daemon::run(&config, daemon::Model { captioner, search, name })
+    daemon::run(
+        &config,
+        daemon::Model {
+            captioner,
+            search,
+            name,
+        },
+    )
 }
 
 /// Checks what `run` would read before it starts: the file, its secrets, the bundle's manifest and files.
@@ -274,7 +287,11 @@ fn check_config(path: &Path) -> Result<String> {
                 (None, name) => format!("device `{}`", name.as_deref().unwrap_or_default()),
             },
         };
-        summary.push_str(&format!("\n  camera {}: {source}, every {} s", c.name.get_ref(), c.interval_s.get_ref()));
+        summary.push_str(&format!(
+            "\n  camera {}: {source}, every {} s",
+            c.name.get_ref(),
+            c.interval_s.get_ref()
+        ));
     }
     Ok(summary)
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rumqttc::{
-    Client, ConnectReturnCode, Connection, ConnectionError, Event, Incoming, LastWill, MqttOptions, Outgoing,
-    QoS, RecvTimeoutError, TlsConfiguration, Transport,
+    Client, ConnectReturnCode, Connection, ConnectionError, Event, Incoming, LastWill, MqttOptions,
+    Outgoing, QoS, RecvTimeoutError, StateError, TlsConfiguration, Transport,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -104,14 +104,21 @@ impl Topics {
         format!("{}/{camera}/state", self.base)
     }
     pub fn discovery(&self, component: &str, object: &str) -> String {
-        format!("{}/{component}/{}/{object}/config", self.discovery_prefix, self.node_id)
+        format!(
+            "{}/{component}/{}/{object}/config",
+            self.discovery_prefix, self.node_id
+        )
     }
     pub fn home_assistant_status(&self) -> String {
         format!("{}/status", self.discovery_prefix)
     }
     /// The camera a `<base>/<camera>/set` topic addresses.
     fn camera_of_set<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        topic.strip_prefix(&self.base)?.strip_prefix('/')?.strip_suffix("/set").filter(|c| !c.contains('/'))
+        topic
+            .strip_prefix(&self.base)?
+            .strip_prefix('/')?
+            .strip_suffix("/set")
+            .filter(|c| !c.contains('/'))
     }
 }
 
@@ -154,18 +161,30 @@ impl Settings {
         let mut options = MqttOptions::new(mqtt.client_id.get_ref(), &host, port);
         options.set_keep_alive(Duration::from_secs(*mqtt.keep_alive_s.get_ref()));
         options.set_clean_session(true);
-        options.set_last_will(LastWill::new(topics.available(), OFFLINE, QoS::AtLeastOnce, true));
+        options.set_last_will(LastWill::new(
+            topics.available(),
+            OFFLINE,
+            QoS::AtLeastOnce,
+            true,
+        ));
         if let Some(username) = &mqtt.username {
-            let password = mqtt.password.as_ref().map(|p| p.get_ref().expose()).unwrap_or_default();
+            let password = mqtt
+                .password
+                .as_ref()
+                .map(|p| p.get_ref().expose())
+                .unwrap_or_default();
             options.set_credentials(username, password);
         }
         if let Some(tls) = &mqtt.tls {
             let read = |path: &std::path::Path, what: &str| {
-                fs::read(path).with_context(|| format!("mqtt.tls: cannot read the {what} {}", path.display()))
+                fs::read(path)
+                    .with_context(|| format!("mqtt.tls: cannot read the {what} {}", path.display()))
             };
             let ca = read(&tls.ca_file, "CA file")?;
             let client_auth = match (&tls.client_cert, &tls.client_key) {
-                (Some(cert), Some(key)) => Some((read(cert, "client certificate")?, read(key, "client key")?)),
+                (Some(cert), Some(key)) => {
+                    Some((read(cert, "client certificate")?, read(key, "client key")?))
+                }
                 _ => None,
             };
             options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
@@ -192,9 +211,10 @@ impl Settings {
             broker: format!("{host}:{port}"),
             topics,
             cameras,
-            discovery: ha
-                .discovery
-                .then(|| Discovery { device_name: ha.device_name.clone(), model: model.to_string() }),
+            discovery: ha.discovery.then(|| Discovery {
+                device_name: ha.device_name.clone(),
+                model: model.to_string(),
+            }),
             queue_limit: *mqtt.queue_limit.get_ref(),
             reconnect_min: Duration::from_secs_f64(*mqtt.reconnect_min_s.get_ref()),
             reconnect_max: Duration::from_secs_f64(*mqtt.reconnect_max_s.get_ref()),
@@ -220,7 +240,11 @@ pub fn state_text(caption: &str) -> String {
 }
 
 /// The retained discovery messages: per camera a caption sensor, a capture button and a captioning switch.
-fn discovery_messages(topics: &Topics, cameras: &[CameraChannel], discovery: &Discovery) -> Vec<(String, String)> {
+fn discovery_messages(
+    topics: &Topics,
+    cameras: &[CameraChannel],
+    discovery: &Discovery,
+) -> Vec<(String, String)> {
     let node = &topics.node_id;
     let device = json!({
         "identifiers": [format!("capdec_{node}")],
@@ -272,10 +296,15 @@ fn discovery_messages(topics: &Topics, cameras: &[CameraChannel], discovery: &Di
             "device": device,
             "origin": origin,
         });
-        for (component, object, config) in
-            [("sensor", "caption", sensor), ("button", "capture", button), ("switch", "captioning", switch)]
-        {
-            messages.push((topics.discovery(component, &format!("{name}_{object}")), config.to_string()));
+        for (component, object, config) in [
+            ("sensor", "caption", sensor),
+            ("button", "capture", button),
+            ("switch", "captioning", switch),
+        ] {
+            messages.push((
+                topics.discovery(component, &format!("{name}_{object}")),
+                config.to_string(),
+            ));
         }
     }
     messages
@@ -330,7 +359,9 @@ struct Shared {
 impl Shared {
     fn outbox(&self) -> MutexGuard<'_, Outbox> {
         // A panic elsewhere while holding the lock leaves the queue consistent (every change is one push or pop).
-        self.outbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -346,10 +377,17 @@ impl Publisher {
     /// Starts connecting in the background; commands from `<base>/<camera>/set` go to `commands`.
     pub fn start(settings: Settings, commands: Sender<CameraCommand>) -> Result<Publisher> {
         let outbox = Outbox {
-            states: settings.cameras.iter().map(|c| (c.name.clone(), true)).collect(),
+            states: settings
+                .cameras
+                .iter()
+                .map(|c| (c.name.clone(), true))
+                .collect(),
             ..Outbox::default()
         };
-        let shared = Arc::new(Shared { outbox: Mutex::new(outbox), wake: Condvar::new() });
+        let shared = Arc::new(Shared {
+            outbox: Mutex::new(outbox),
+            wake: Condvar::new(),
+        });
         let topics = settings.topics.clone();
         let cameras = settings.cameras.clone();
         let queue_limit = settings.queue_limit;
@@ -362,7 +400,13 @@ impl Publisher {
                 thread_shared.wake.notify_all();
             })
             .context("cannot start the MQTT thread")?;
-        Ok(Publisher { shared, queue_limit, topics, cameras, thread })
+        Ok(Publisher {
+            shared,
+            queue_limit,
+            topics,
+            cameras,
+            thread,
+        })
     }
 
     pub fn publish_caption(&self, record: &CaptionRecord) {
@@ -383,7 +427,10 @@ impl Publisher {
         let json = serde_json::to_vec(record).expect("a caption record always serialises");
         let messages = vec![
             message(self.topics.caption(&camera.name), json),
-            message(self.topics.text(&camera.name), state_text(&record.caption).into_bytes()),
+            message(
+                self.topics.text(&camera.name),
+                state_text(&record.caption).into_bytes(),
+            ),
         ];
         outbox.push_back(messages, self.queue_limit);
         self.shared.wake.notify_all();
@@ -531,8 +578,18 @@ impl Link {
 
     /// What a new session needs: availability, subscriptions, discovery, every camera's state.
     fn announce(&mut self) {
-        self.send(&self.topics.available(), QoS::AtLeastOnce, true, ONLINE.as_bytes().to_vec(), None);
-        let mut subscriptions: Vec<String> = self.cameras.iter().map(|c| self.topics.set(&c.name)).collect();
+        self.send(
+            &self.topics.available(),
+            QoS::AtLeastOnce,
+            true,
+            ONLINE.as_bytes().to_vec(),
+            None,
+        );
+        let mut subscriptions: Vec<String> = self
+            .cameras
+            .iter()
+            .map(|c| self.topics.set(&c.name))
+            .collect();
         if self.discovery.is_some() {
             subscriptions.push(self.topics.home_assistant_status());
         }
@@ -546,7 +603,9 @@ impl Link {
     }
 
     fn announce_discovery(&mut self) {
-        let Some(discovery) = &self.discovery else { return };
+        let Some(discovery) = &self.discovery else {
+            return;
+        };
         for (topic, payload) in discovery_messages(&self.topics, &self.cameras, discovery) {
             self.send(&topic, QoS::AtLeastOnce, true, payload.into_bytes(), None);
         }
@@ -556,19 +615,44 @@ impl Link {
     fn pump(&mut self) {
         let (captions, states, stopping) = {
             let mut outbox = self.shared.outbox();
-            let states = if std::mem::take(&mut outbox.states_changed) { outbox.states.clone() } else { BTreeMap::new() };
-            (outbox.queue.drain(..).collect::<Vec<_>>(), states, outbox.stopping)
+            let states = if std::mem::take(&mut outbox.states_changed) {
+                outbox.states.clone()
+            } else {
+                BTreeMap::new()
+            };
+            (
+                outbox.queue.drain(..).collect::<Vec<_>>(),
+                states,
+                outbox.stopping,
+            )
         };
         for (camera, capturing) in states {
             let payload = if capturing { "ON" } else { "OFF" };
-            self.send(&self.topics.state(&camera), QoS::AtLeastOnce, true, payload.into(), None);
+            self.send(
+                &self.topics.state(&camera),
+                QoS::AtLeastOnce,
+                true,
+                payload.into(),
+                None,
+            );
         }
         for message in captions.into_iter().flatten() {
-            let (topic, qos, retain, payload) = (message.topic.clone(), message.qos, message.retain, message.payload.clone());
+            let (topic, qos, retain, payload) = (
+                message.topic.clone(),
+                message.qos,
+                message.retain,
+                message.payload.clone(),
+            );
             self.send(&topic, qos, retain, payload, Some(message));
         }
         if stopping && !self.stopped_sent {
-            self.send(&self.topics.available(), QoS::AtLeastOnce, true, STOPPED.into(), None);
+            self.send(
+                &self.topics.available(),
+                QoS::AtLeastOnce,
+                true,
+                STOPPED.into(),
+                None,
+            );
             self.stopped_sent = true;
         }
         let all_confirmed = self.unwritten.is_empty() && self.unacked.is_empty();
@@ -581,9 +665,18 @@ impl Link {
     }
 
     /// Publishes one message; `caption` is kept until the broker confirms it.
-    fn send(&mut self, topic: &str, qos: QoS, retain: bool, payload: Vec<u8>, caption: Option<Message>) {
+    fn send(
+        &mut self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+        caption: Option<Message>,
+    ) {
         match self.client.try_publish(topic, qos, retain, payload) {
-            Ok(()) => self.unwritten.push_back(caption.filter(|m| m.qos != QoS::AtMostOnce)),
+            Ok(()) => self
+                .unwritten
+                .push_back(caption.filter(|m| m.qos != QoS::AtMostOnce)),
             Err(e) => {
                 log::error!(topic = topic; "MQTT client queue full, message not sent: {e}");
                 if let Some(message) = caption {
@@ -608,7 +701,9 @@ impl Link {
             Event::Incoming(Incoming::PubRec(rec)) => {
                 self.unacked.remove(&rec.pkid);
             }
-            Event::Incoming(Incoming::Publish(publish)) => self.on_message(&publish.topic, &publish.payload, publish.retain),
+            Event::Incoming(Incoming::Publish(publish)) => {
+                self.on_message(&publish.topic, &publish.payload, publish.retain)
+            }
             Event::Outgoing(Outgoing::Disconnect) => {
                 log::info!(broker = self.broker; "disconnected from the MQTT broker");
                 return Step::Finished;
@@ -628,7 +723,9 @@ impl Link {
             }
             return;
         }
-        let Some(camera) = self.topics.camera_of_set(topic) else { return };
+        let Some(camera) = self.topics.camera_of_set(topic) else {
+            return;
+        };
         // A retained command would replay on every connection.
         if retained {
             log::warn!(topic = topic; "ignoring a retained command; publish commands without retain");
@@ -648,14 +745,21 @@ impl Link {
             return;
         }
         // The daemon may already be shutting down; then the command has no one left to serve it.
-        let _ = self.commands.send(CameraCommand { camera: camera.to_string(), command });
+        let _ = self.commands.send(CameraCommand {
+            camera: camera.to_string(),
+            command,
+        });
     }
 
     /// A lost connection loses what it had not confirmed: queue it again, in the order it was sent.
     fn requeue_unconfirmed(&mut self) {
-        let mut unacked: Vec<(u64, Message)> = std::mem::take(&mut self.unacked).into_values().collect();
+        let mut unacked: Vec<(u64, Message)> =
+            std::mem::take(&mut self.unacked).into_values().collect();
         unacked.sort_by_key(|(order, _)| *order);
-        let unconfirmed = unacked.into_iter().map(|(_, m)| m).chain(self.unwritten.drain(..).flatten());
+        let unconfirmed = unacked
+            .into_iter()
+            .map(|(_, m)| m)
+            .chain(self.unwritten.drain(..).flatten());
         let mut groups: Vec<Vec<Message>> = Vec::new();
         for message in unconfirmed {
             match groups.last_mut() {
@@ -683,7 +787,12 @@ impl Link {
             if left.is_zero() {
                 return;
             }
-            outbox = self.shared.wake.wait_timeout(outbox, left).unwrap_or_else(|p| p.into_inner()).0;
+            outbox = self
+                .shared
+                .wake
+                .wait_timeout(outbox, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }
@@ -702,6 +811,7 @@ fn describe(error: &ConnectionError) -> String {
         }
         ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection: {code:?}"),
         ConnectionError::Io(e) => format!("cannot reach the MQTT broker: {e}"),
+        ConnectionError::MqttState(StateError::ConnectionAborted) => "the broker closed the connection".into(),
         ConnectionError::NetworkTimeout => "the MQTT broker did not answer in time".into(),
         ConnectionError::Tls(e) => format!("TLS with the MQTT broker failed: {e} (check mqtt.tls)"),
         other => format!("MQTT connection error: {other}"),
@@ -713,7 +823,11 @@ mod tests {
     use super::*;
 
     fn topics() -> Topics {
-        Topics { base: "home/capdec".into(), discovery_prefix: "homeassistant".into(), node_id: "attic".into() }
+        Topics {
+            base: "home/capdec".into(),
+            discovery_prefix: "homeassistant".into(),
+            node_id: "attic".into(),
+        }
     }
 
     #[test]
@@ -738,7 +852,13 @@ mod tests {
     fn outbox_drops_the_oldest_beyond_its_limit() {
         let mut outbox = Outbox::default();
         for caption in 0..5 {
-            let message = Message { caption, topic: "t".into(), payload: vec![], qos: QoS::AtLeastOnce, retain: false };
+            let message = Message {
+                caption,
+                topic: "t".into(),
+                payload: vec![],
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            };
             outbox.push_back(vec![message], 3);
         }
         let kept: Vec<u64> = outbox.queue.iter().map(|group| group[0].caption).collect();

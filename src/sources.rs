@@ -40,7 +40,9 @@ pub fn open(camera: &CameraConfig) -> Box<dyn FrameSource> {
         #[cfg(feature = "camera")]
         SourceConfig::Device(device) => Box::new(device::DeviceSource::new(device)),
         #[cfg(not(feature = "camera"))]
-        SourceConfig::Device(_) => unreachable!("Config::load refuses [camera.device] without the camera feature"),
+        SourceConfig::Device(_) => {
+            unreachable!("Config::load refuses [camera.device] without the camera feature")
+        }
     }
 }
 
@@ -53,16 +55,21 @@ pub struct FileSource {
 
 impl FileSource {
     pub fn new(config: &FileSourceConfig) -> FileSource {
-        FileSource { path: config.path.clone(), seen: HashSet::new() }
+        FileSource {
+            path: config.path.clone(),
+            seen: HashSet::new(),
+        }
     }
 
     /// The newest file not seen before; older unseen ones are passed over, since a caption of an old picture
     /// is stale news. Dot-files are skipped: writers create a dot-file and rename it when it is complete.
     fn newest_new_file(&mut self) -> Result<Option<PathBuf>> {
-        let entries = fs::read_dir(&self.path).with_context(|| format!("{}: cannot list the folder", self.path.display()))?;
+        let entries = fs::read_dir(&self.path)
+            .with_context(|| format!("{}: cannot list the folder", self.path.display()))?;
         let mut newest: Option<(SystemTime, OsString)> = None;
         for entry in entries {
-            let entry = entry.with_context(|| format!("{}: cannot list the folder", self.path.display()))?;
+            let entry = entry
+                .with_context(|| format!("{}: cannot list the folder", self.path.display()))?;
             let name = entry.file_name();
             if name.to_string_lossy().starts_with('.') || self.seen.contains(&name) {
                 continue;
@@ -74,7 +81,10 @@ impl FileSource {
             }
             let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             self.seen.insert(name.clone());
-            if newest.as_ref().is_none_or(|best| (modified, &name) > (best.0, &best.1)) {
+            if newest
+                .as_ref()
+                .is_none_or(|best| (modified, &name) > (best.0, &best.1))
+            {
                 newest = Some((modified, name));
             }
         }
@@ -94,7 +104,11 @@ impl FrameSource for FileSource {
         };
         let taken_at = SystemTime::now();
         let image = preprocess::load_rgb(&path)?;
-        Ok(Some(Frame { image, origin: path.display().to_string(), taken_at }))
+        Ok(Some(Frame {
+            image,
+            origin: path.display().to_string(),
+            taken_at,
+        }))
     }
 }
 
@@ -116,14 +130,23 @@ impl HttpSource {
             .into();
         let authorization = match (&config.username, &config.password, &config.bearer_token) {
             (Some(user), password, _) => {
-                let password = password.as_ref().map(|p| p.get_ref().expose()).unwrap_or_default();
-                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                let password = password
+                    .as_ref()
+                    .map(|p| p.get_ref().expose())
+                    .unwrap_or_default();
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
                 Some(format!("Basic {encoded}"))
             }
             (None, _, Some(token)) => Some(format!("Bearer {}", token.get_ref().expose())),
             (None, _, None) => None,
         };
-        HttpSource { url: config.url.get_ref().clone(), timeout, authorization, agent }
+        HttpSource {
+            url: config.url.get_ref().clone(),
+            timeout,
+            authorization,
+            agent,
+        }
     }
 
     fn fetch(&self) -> Result<Vec<u8>> {
@@ -135,7 +158,9 @@ impl HttpSource {
         let mut response = request.call().map_err(|e| self.describe(e))?;
         let status = response.status();
         if status == 401 || status == 403 {
-            bail!("{url}: HTTP {status}: the camera refused the credentials (check http.username/password/bearer_token)");
+            bail!(
+                "{url}: HTTP {status}: the camera refused the credentials (check http.username/password/bearer_token)"
+            );
         }
         if !status.is_success() {
             bail!("{url}: HTTP {status}, expected 200 with a JPEG snapshot");
@@ -151,7 +176,10 @@ impl HttpSource {
     fn describe(&self, error: ureq::Error) -> anyhow::Error {
         let url = &self.url;
         match error {
-            ureq::Error::Timeout(_) => anyhow::anyhow!("{url}: no complete answer within {} s", self.timeout.as_secs_f64()),
+            ureq::Error::Timeout(_) => anyhow::anyhow!(
+                "{url}: no complete answer within {} s",
+                self.timeout.as_secs_f64()
+            ),
             ureq::Error::BodyExceedsLimit(limit) => {
                 anyhow::anyhow!("{url}: the snapshot is larger than {} MiB", limit >> 20)
             }
@@ -167,7 +195,11 @@ impl FrameSource for HttpSource {
         let taken_at = SystemTime::now();
         let bytes = self.fetch()?;
         let image = preprocess::decode_rgb(&bytes, &self.url, None)?;
-        Ok(Some(Frame { image, origin: self.url.clone(), taken_at }))
+        Ok(Some(Frame {
+            image,
+            origin: self.url.clone(),
+            taken_at,
+        }))
     }
 }
 
@@ -182,7 +214,9 @@ mod device {
     use image::ImageFormat;
     use nokhwa::Camera;
     use nokhwa::pixel_format::RgbFormat;
-    use nokhwa::utils::{CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution};
+    use nokhwa::utils::{
+        CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
+    };
 
     use super::{Frame, FrameSource};
     use crate::config::DeviceSourceConfig;
@@ -204,10 +238,16 @@ mod device {
                 (Some(index), _) => (CameraIndex::Index(*index), format!("/dev/video{index}")),
                 (None, name) => {
                     let name = name.clone().unwrap_or_default();
-                    (CameraIndex::String(name.clone()), format!("camera `{name}`"))
+                    (
+                        CameraIndex::String(name.clone()),
+                        format!("camera `{name}`"),
+                    )
                 }
             };
-            let resolution = config.width.zip(config.height).map(|(w, h)| Resolution::new(w, h));
+            let resolution = config
+                .width
+                .zip(config.height)
+                .map(|(w, h)| Resolution::new(w, h));
             let requested = match (resolution, config.fps) {
                 (Some(resolution), fps) => RequestedFormatType::Closest(CameraFormat::new(
                     resolution,
@@ -217,14 +257,21 @@ mod device {
                 (None, Some(fps)) => RequestedFormatType::HighestFrameRate(fps),
                 (None, None) => RequestedFormatType::AbsoluteHighestResolution,
             };
-            DeviceSource { index, requested, label, camera: None }
+            DeviceSource {
+                index,
+                requested,
+                label,
+                camera: None,
+            }
         }
 
         fn open(&self) -> Result<Camera> {
             let format = RequestedFormat::new::<RgbFormat>(self.requested);
             let mut camera = Camera::new(self.index.clone(), format)
                 .with_context(|| format!("{}: cannot open the camera", self.label))?;
-            camera.open_stream().with_context(|| format!("{}: cannot start streaming", self.label))?;
+            camera
+                .open_stream()
+                .with_context(|| format!("{}: cannot start streaming", self.label))?;
             Ok(camera)
         }
 
@@ -234,10 +281,14 @@ mod device {
                 None => self.camera.insert(self.open()?),
             };
             for _ in 0..DRIVER_BUFFERS {
-                camera.frame_raw().with_context(|| format!("{}: cannot read a frame", self.label))?;
+                camera
+                    .frame_raw()
+                    .with_context(|| format!("{}: cannot read a frame", self.label))?;
             }
             let taken_at = SystemTime::now();
-            let buffer = camera.frame().with_context(|| format!("{}: cannot read a frame", self.label))?;
+            let buffer = camera
+                .frame()
+                .with_context(|| format!("{}: cannot read a frame", self.label))?;
             // MJPEG goes through the same JPEG checks as files; nokhwa converts the raw formats.
             let image = if buffer.source_frame_format() == FrameFormat::MJPEG {
                 preprocess::decode_rgb(buffer.buffer(), &self.label, Some(ImageFormat::Jpeg))?
@@ -246,7 +297,11 @@ mod device {
                     .decode_image::<RgbFormat>()
                     .with_context(|| format!("{}: cannot convert the frame to RGB", self.label))?
             };
-            Ok(Frame { image, origin: self.label.clone(), taken_at })
+            Ok(Frame {
+                image,
+                origin: self.label.clone(),
+                taken_at,
+            })
         }
     }
 
@@ -267,10 +322,22 @@ mod device {
 
         #[test]
         fn a_missing_camera_is_an_error_that_names_it() {
-            let config = DeviceSourceConfig { index: Some(97), name: None, width: None, height: None, fps: None };
+            let config = DeviceSourceConfig {
+                index: Some(97),
+                name: None,
+                width: None,
+                height: None,
+                fps: None,
+            };
             let mut source = DeviceSource::new(&config);
-            let error = source.grab().err().expect("no /dev/video97 on a test machine");
-            assert!(format!("{error:#}").contains("/dev/video97: cannot open the camera"), "{error:#}");
+            let error = source
+                .grab()
+                .err()
+                .expect("no /dev/video97 on a test machine");
+            assert!(
+                format!("{error:#}").contains("/dev/video97: cannot open the camera"),
+                "{error:#}"
+            );
             assert!(source.camera.is_none());
         }
     }

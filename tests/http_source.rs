@@ -11,7 +11,8 @@ use capdec_edge::preprocess;
 use capdec_edge::sources::{FrameSource, HttpSource};
 
 fn snapshot() -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images/rocket.jpg")).unwrap()
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images/rocket.jpg"))
+        .unwrap()
 }
 
 /// Serves one connection with `respond`, handing back the request head it read.
@@ -33,7 +34,11 @@ fn serve_once(respond: impl FnOnce(&mut TcpStream) + Send + 'static) -> (String,
     (url, requests)
 }
 
-fn respond_with(status: &str, content_type: &str, body: Vec<u8>) -> impl FnOnce(&mut TcpStream) + Send + 'static {
+fn respond_with(
+    status: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> impl FnOnce(&mut TcpStream) + Send + 'static {
     let status = status.to_string();
     let content_type = content_type.to_string();
     move |stream| {
@@ -49,7 +54,9 @@ fn respond_with(status: &str, content_type: &str, body: Vec<u8>) -> impl FnOnce(
 
 /// An HTTP source from a `[camera.http]` table's lines.
 fn source(url: &str, extra: &str) -> HttpSource {
-    let text = format!("[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"cam\"\n[camera.http]\nurl = \"{url}\"\n{extra}\n");
+    let text = format!(
+        "[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"cam\"\n[camera.http]\nurl = \"{url}\"\n{extra}\n"
+    );
     let config = Config::parse(&text, Path::new("test.toml")).unwrap();
     match config.camera[0].get_ref().source() {
         SourceConfig::Http(http) => HttpSource::new(http),
@@ -68,14 +75,24 @@ fn grab_error(source: &mut HttpSource) -> String {
 fn snapshot_is_fetched_with_basic_auth() {
     let (url, requests) = serve_once(respond_with("200 OK", "image/jpeg", snapshot()));
     let mut source = source(&url, "username = \"viewer\"\npassword = \"s3cret\"");
-    let frame = source.grab().unwrap().expect("an HTTP camera always has a picture");
+    let frame = source
+        .grab()
+        .unwrap()
+        .expect("an HTTP camera always has a picture");
     let expected = preprocess::decode_rgb(&snapshot(), "rocket.jpg", None).unwrap();
     assert_eq!(frame.image, expected);
     assert_eq!(frame.origin, url);
     let request = requests.recv().unwrap();
-    assert!(request.starts_with("GET /snapshot.jpg HTTP/1.1\r\n"), "{request}");
+    assert!(
+        request.starts_with("GET /snapshot.jpg HTTP/1.1\r\n"),
+        "{request}"
+    );
     // base64("viewer:s3cret")
-    assert!(request.contains("\r\nauthorization: Basic dmlld2VyOnMzY3JldA==\r\n") || request.contains("\r\nAuthorization: Basic dmlld2VyOnMzY3JldA==\r\n"), "{request}");
+    assert!(
+        request.contains("\r\nauthorization: Basic dmlld2VyOnMzY3JldA==\r\n")
+            || request.contains("\r\nAuthorization: Basic dmlld2VyOnMzY3JldA==\r\n"),
+        "{request}"
+    );
 }
 
 #[test]
@@ -84,7 +101,10 @@ fn snapshot_is_fetched_with_a_bearer_token() {
     let mut source = source(&url, "bearer_token = \"abc.def\"");
     source.grab().unwrap();
     let request = requests.recv().unwrap().to_ascii_lowercase();
-    assert!(request.contains("\r\nauthorization: bearer abc.def\r\n"), "{request}");
+    assert!(
+        request.contains("\r\nauthorization: bearer abc.def\r\n"),
+        "{request}"
+    );
 }
 
 #[test]
@@ -96,19 +116,29 @@ fn slow_camera_times_out() {
     });
     let mut source = source(&url, "timeout_s = 0.5");
     let message = grab_error(&mut source);
-    assert!(message.contains(&format!("{url}: no complete answer within 0.5 s")), "{message}");
+    assert!(
+        message.contains(&format!("{url}: no complete answer within 0.5 s")),
+        "{message}"
+    );
     drop(release);
 }
 
 #[test]
 fn server_errors_are_reported_with_status() {
-    let (url, _) = serve_once(respond_with("500 Internal Server Error", "text/plain", b"oops".to_vec()));
+    let (url, _) = serve_once(respond_with(
+        "500 Internal Server Error",
+        "text/plain",
+        b"oops".to_vec(),
+    ));
     let message = grab_error(&mut source(&url, ""));
     assert!(message.contains(&format!("{url}: HTTP 500")), "{message}");
 
     let (url, _) = serve_once(respond_with("401 Unauthorized", "text/plain", Vec::new()));
     let message = grab_error(&mut source(&url, ""));
-    assert!(message.contains("the camera refused the credentials"), "{message}");
+    assert!(
+        message.contains("the camera refused the credentials"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -117,11 +147,23 @@ fn broken_pictures_are_refused() {
     truncated.truncate(truncated.len() / 2);
     let (url, _) = serve_once(respond_with("200 OK", "image/jpeg", truncated));
     let message = grab_error(&mut source(&url, ""));
-    assert!(message.contains(&format!("{url}: not a valid JPEG image: the file is truncated")), "{message}");
+    assert!(
+        message.contains(&format!(
+            "{url}: not a valid JPEG image: the file is truncated"
+        )),
+        "{message}"
+    );
 
-    let (url, _) = serve_once(respond_with("200 OK", "text/html", b"<html>login</html>".to_vec()));
+    let (url, _) = serve_once(respond_with(
+        "200 OK",
+        "text/html",
+        b"<html>login</html>".to_vec(),
+    ));
     let message = grab_error(&mut source(&url, ""));
-    assert!(message.contains("not a recognised image format"), "{message}");
+    assert!(
+        message.contains("not a recognised image format"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -136,8 +178,15 @@ fn a_connection_closed_without_answer_is_an_error() {
 
 #[test]
 fn nobody_listening_is_an_error() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}/capture");
     let message = grab_error(&mut source(&url, "timeout_s = 2"));
-    assert!(message.contains(&url) && message.to_lowercase().contains("refused"), "{message}");
+    assert!(
+        message.contains(&url) && message.to_lowercase().contains("refused"),
+        "{message}"
+    );
 }

@@ -4,8 +4,7 @@
 //! Waits are bounded so that a broken daemon fails the test instead of hanging it; the bounds are generous and
 //! nothing asserts on durations.
 
-#![allow(dead_code)] // each test crate uses its own part of this module
-
+use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -37,7 +36,11 @@ pub fn repo(path: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
@@ -78,7 +81,11 @@ impl Broker {
             ),
         )
         .unwrap();
-        let mut broker = Broker { port, dir: dir.to_path_buf(), child: None };
+        let mut broker = Broker {
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
         broker.launch();
         broker
     }
@@ -93,7 +100,9 @@ impl Broker {
             .expect("mosquitto must be installed (Debian package `mosquitto`)");
         self.child = Some(child);
         let port = self.port;
-        wait_until("mosquitto to listen", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        wait_until("mosquitto to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
     }
 
     /// Stops the broker as its service manager would (SIGTERM, so that it saves its sessions).
@@ -120,7 +129,11 @@ impl Drop for Broker {
 }
 
 pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(status.success(), "kill -{name} {pid} failed");
 }
 
@@ -133,7 +146,8 @@ pub struct Received {
 
 impl Received {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.payload).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.topic, self.payload))
+        serde_json::from_str(&self.payload)
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.topic, self.payload))
     }
 }
 
@@ -184,7 +198,9 @@ impl Subscriber {
                 }
             }
         });
-        connected.recv_timeout(PATIENCE).expect("the test subscriber could not subscribe");
+        connected
+            .recv_timeout(PATIENCE)
+            .expect("the test subscriber could not subscribe");
         Subscriber { messages, client }
     }
 
@@ -217,7 +233,9 @@ impl Subscriber {
     }
 
     pub fn publish(&self, topic: &str, payload: &str) {
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload).unwrap();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .unwrap();
     }
 }
 
@@ -225,8 +243,8 @@ impl Subscriber {
 pub struct Daemon {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
-    /// Index of the first line not yet matched by `wait_for_log`.
-    cursor: usize,
+    /// Lines already returned by `wait_for_log`, by index.
+    matched: HashSet<usize>,
 }
 
 impl Daemon {
@@ -248,22 +266,30 @@ impl Daemon {
                 sink.lock().unwrap().push(line);
             }
         });
-        Daemon { child, lines, cursor: 0 }
+        Daemon {
+            child,
+            lines,
+            matched: HashSet::new(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// The next log line (after the last one matched) that contains every one of `needles`.
+    /// The first log line, not returned before, that contains every one of `needles`: asking twice for the
+    /// same words waits for a second such line.
     pub fn wait_for_log(&mut self, needles: &[&str]) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
             {
                 let lines = self.lines.lock().unwrap();
-                if let Some(offset) = lines[self.cursor..].iter().position(|l| needles.iter().all(|n| l.contains(n))) {
-                    self.cursor += offset + 1;
-                    return lines[self.cursor - 1].clone();
+                let found = (0..lines.len()).find(|i| {
+                    !self.matched.contains(i) && needles.iter().all(|n| lines[*i].contains(n))
+                });
+                if let Some(index) = found {
+                    self.matched.insert(index);
+                    return lines[index].clone();
                 }
             }
             assert!(Instant::now() < deadline, "no log line with {needles:?}");
@@ -297,7 +323,12 @@ impl Drop for Daemon {
 
 /// A daemon configuration for the tiny fixture bundle with one `file` camera per `(name, path)`.
 /// `mqtt_extra` and `camera_extra` are appended to the [mqtt] table and to every [[camera]] table.
-pub fn config(port: u16, cameras: &[(&str, &Path)], mqtt_extra: &str, camera_extra: &str) -> String {
+pub fn config(
+    port: u16,
+    cameras: &[(&str, &Path)],
+    mqtt_extra: &str,
+    camera_extra: &str,
+) -> String {
     let mut text = format!(
         "log_level = \"debug\"\n\n[model]\nbundle = \"{}\"\nprecision = \"fp32\"\nbeam_size = 1\n\n\
          [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"capdec-test\"\nbase_topic = \"test/capdec\"\n\
