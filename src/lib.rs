@@ -1,16 +1,23 @@
-//! On-device CapDec image captioning: a model bundle (docs/bundle-format.md) run through tract.
+//! On-device CapDec image captioning: a model bundle (docs/bundle-format.md) run through tract, and the daemon
+//! that captions cameras and publishes over MQTT.
 //!
 //! Data flows one way: `bundle` -> `graph` -> `encoder`, `mapper`, `decoder` (with `embeddings`), driven by the
 //! pure `search` and rendered by `tokenizer`; `preprocess` turns files into tensors; `captioner` ties them.
+//! The daemon: `config` -> `sources` (frames) -> `captioner` -> `publish` (MQTT), scheduled by `daemon`.
 
 pub mod bench;
 pub mod bundle;
 pub mod captioner;
+pub mod config;
+pub mod daemon;
 pub mod decoder;
 pub mod embeddings;
 pub mod encoder;
 pub mod graph;
+pub mod logging;
 pub mod mapper;
 pub mod preprocess;
+pub mod publish;
 pub mod search;
+pub mod sources;
 pub mod tokenizer;

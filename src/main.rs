@@ -1,4 +1,4 @@
-//! `capdec`: caption image files with a CapDec model bundle.
+//! `capdec`: caption image files with a CapDec model bundle, or run the camera daemon.
 
 use std::env;
 use std::ffi::OsString;
@@ -10,19 +10,24 @@ use anyhow::{Context, Result, bail};
 use capdec_edge::bench::BenchOptions;
 use capdec_edge::bundle::{Bundle, MANIFEST};
 use capdec_edge::captioner::{Caption, Captioner};
-use capdec_edge::preprocess;
+use capdec_edge::config::{Config, SourceConfig};
+use capdec_edge::{daemon, logging, preprocess};
 use serde_json::json;
 
 const USAGE: &str = "capdec caption IMAGE... [--model DIR] [--precision fp32|int8] [--beam N] [--max-tokens N] [--json]
-       capdec bench [IMAGE] [--model DIR] [--precision fp32|int8] [--threads 1,2] [--runs N] [--warmup N] [--tokens N] [--beam N] [--json]";
+       capdec bench [IMAGE] [--model DIR] [--precision fp32|int8] [--threads 1,2] [--runs N] [--warmup N] [--tokens N] [--beam N] [--json]
+       capdec run --config FILE
+       capdec check-config FILE";
 
 const HELP: &str = "\
 capdec: caption images on the device with a CapDec model bundle
 
 usage: capdec caption IMAGE... [OPTIONS]
        capdec bench [IMAGE] [OPTIONS]
+       capdec run --config FILE     caption cameras and publish over MQTT (see config/capdec.toml)
+       capdec check-config FILE     check a daemon configuration and its model bundle, then exit
 
-options (both commands):
+options (caption and bench):
   --model DIR          model bundle folder (default: $CAPDEC_MODEL, else models/demo or
                        models/fixture-tiny next to the executable or in the current folder)
   --precision P        fp32 or int8 (default: the bundle's default_precision)
@@ -41,7 +46,8 @@ bench (times every stage, median and 90th percentile; the image defaults to a gr
   --warmup N           untimed runs first (default: 3)
   --tokens N           every benchmarked caption is this long (default: 20)
 
-Exit status: 0 all captioned, 1 a failure (any image or the bundle), 2 usage error.";
+Exit status: 0 all captioned (run: stopped by Ctrl-C or SIGTERM; check-config: valid), 1 a failure (any
+image, the bundle, the configuration), 2 usage error.";
 
 /// The default bundles, most capable first.
 const DEFAULT_BUNDLES: [&str; 2] = ["models/demo", "models/fixture-tiny"];
@@ -77,6 +83,8 @@ enum Command {
     Version,
     Caption(CaptionArgs),
     Bench(BenchArgs),
+    Run(PathBuf),
+    CheckConfig(PathBuf),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +106,12 @@ fn main() -> ExitCode {
         }
         Command::Caption(args) => caption(&args),
         Command::Bench(args) => bench(&args),
+        // Before the logger is installed (a bad file) only standard error can say what went wrong.
+        Command::Run(path) => run(&path).map(|()| true),
+        Command::CheckConfig(path) => check_config(&path).map(|summary| {
+            println!("{summary}");
+            true
+        }),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -180,6 +194,16 @@ fn parse_args(args: Vec<OsString>) -> Result<Command, String> {
         Some("-V" | "--version") => Ok(Command::Version),
         Some("caption") => parse_caption(args),
         Some("bench") => parse_bench(args),
+        Some("run") => match (args.next(), args.next(), args.next()) {
+            (Some(flag), Some(file), None) if flag == "--config" => {
+                Ok(Command::Run(PathBuf::from(file)))
+            }
+            _ => Err("run takes --config FILE".into()),
+        },
+        Some("check-config") => match (args.next(), args.next()) {
+            (Some(file), None) => Ok(Command::CheckConfig(PathBuf::from(file))),
+            _ => Err("check-config takes one FILE".into()),
+        },
         _ => Err(format!("unknown command `{}`", first.to_string_lossy())),
     }
 }
@@ -351,6 +375,84 @@ fn caption(args: &CaptionArgs) -> Result<bool> {
         }
     }
     Ok(all_ok)
+}
+
+/// The daemon: configuration, logging, model, then cameras until a signal.
+fn run(path: &Path) -> Result<()> {
+    let config = Config::load(path)?;
+    logging::init(config.log_level.get_ref())?;
+    let (dir, bundle) = daemon_bundle(&config)?;
+    let precision = config
+        .model
+        .precision
+        .as_ref()
+        .map(|p| p.get_ref().as_str());
+    log::info!(bundle = dir.display().to_string(); "loading the model");
+    let captioner = Captioner::load(&bundle, precision)?;
+    let mut search = captioner.search_config().clone();
+    if let Some(beam) = &config.model.beam_size {
+        search.beam_size = *beam.get_ref();
+    }
+    if let Some(max_tokens) = &config.model.max_tokens {
+        search.max_tokens = *max_tokens.get_ref();
+    }
+    captioner
+        .check_search(&search)
+        .with_context(|| format!("{}: [model] beam_size/max_tokens", path.display()))?;
+    let name = bundle.manifest.name.clone();
+    daemon::run(
+        &config,
+        daemon::Model {
+            captioner,
+            search,
+            name,
+        },
+    )
+}
+
+/// Checks what `run` would read before it starts: the file, its secrets, the bundle's manifest and files.
+fn check_config(path: &Path) -> Result<String> {
+    let config = Config::load(path)?;
+    let (dir, bundle) = daemon_bundle(&config)?;
+    if let Some(precision) = &config.model.precision {
+        bundle.variant(precision.get_ref())?;
+    }
+    let mut summary = format!(
+        "{}: valid; model {} ({}); broker {}:{}; topics under {}/",
+        path.display(),
+        bundle.manifest.name,
+        dir.display(),
+        config.mqtt.host.get_ref(),
+        config.port(),
+        config.mqtt.base_topic.get_ref()
+    );
+    for camera in &config.camera {
+        let c = camera.get_ref();
+        let source = match c.source() {
+            SourceConfig::File(file) => format!("file {}", file.path.display()),
+            SourceConfig::Http(http) => format!("http {}", http.url.get_ref()),
+            SourceConfig::Device(device) => match (&device.index, &device.name) {
+                (Some(index), _) => format!("device /dev/video{index}"),
+                (None, name) => format!("device `{}`", name.as_deref().unwrap_or_default()),
+            },
+        };
+        summary.push_str(&format!(
+            "\n  camera {}: {source}, every {} s",
+            c.name.get_ref(),
+            c.interval_s.get_ref()
+        ));
+    }
+    Ok(summary)
+}
+
+/// The configuration's bundle, else the same default as `capdec caption`.
+fn daemon_bundle(config: &Config) -> Result<(PathBuf, Bundle)> {
+    let dir = match &config.model.bundle {
+        Some(dir) => dir.clone(),
+        None => default_bundle()?,
+    };
+    let bundle = Bundle::open(&dir)?;
+    Ok((dir, bundle))
 }
 
 /// `$CAPDEC_MODEL`, else the first default bundle found above the executable (`target/release/capdec` sits

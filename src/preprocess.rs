@@ -2,8 +2,8 @@
 //! (docs/bundle-format.md, "Preprocessing"). The resampler reproduces Pillow's `ImagingResample` integer
 //! arithmetic, because a different bicubic (even a "better" one) shifts the embedding and can change captions.
 
-use std::fs::{self, File};
-use std::io::BufReader;
+use std::fs;
+use std::io::Cursor;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -64,80 +64,75 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         path.display()
     );
     ensure!(meta.len() > 0, "{}: file is empty", path.display());
-    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let bytes = fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    decode_rgb(
+        &bytes,
+        &path.display().to_string(),
+        ImageFormat::from_path(path).ok(),
+    )
+}
 
-    let mut reader = ImageReader::new(BufReader::new(file));
-    if let Ok(format) = ImageFormat::from_path(path) {
+/// `load_rgb` for bytes from elsewhere (an HTTP snapshot, a camera's MJPEG frame): `origin` names them in
+/// errors, `hint` is the format a file name suggests.
+pub fn decode_rgb(bytes: &[u8], origin: &str, hint: Option<ImageFormat>) -> Result<RgbImage> {
+    ensure!(!bytes.is_empty(), "{origin}: no image data (0 bytes)");
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    if let Some(format) = hint {
         reader.set_format(format);
     }
     // Content wins over the extension; the extension only helps when the content is unrecognised.
     let mut reader = reader
         .with_guessed_format()
-        .with_context(|| format!("{}: cannot read", path.display()))?;
+        .with_context(|| format!("{origin}: cannot read"))?;
     let Some(format) = reader.format() else {
-        bail!(
-            "{}: not a recognised image format (expected JPEG, PNG, WebP or BMP)",
-            path.display()
-        );
+        bail!("{origin}: not a recognised image format (expected JPEG, PNG, WebP or BMP)");
     };
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_DECODED_BYTES);
     reader.limits(limits);
 
-    let describe = |e: ImageError| describe_image_error(path, format, e);
+    let describe = |e: ImageError| describe_image_error(origin, format, e);
     let mut decoder = reader.into_decoder().map_err(describe)?;
     let (w, h) = decoder.dimensions();
     ensure!(
         w <= MAX_SIDE && h <= MAX_SIDE && u64::from(w) * u64::from(h) <= MAX_PIXELS,
-        "{}: image is {w}x{h} pixels, larger than the {MAX_SIDE} pixels a side and {} megapixels accepted",
-        path.display(),
+        "{origin}: image is {w}x{h} pixels, larger than the {MAX_SIDE} pixels a side and {} megapixels accepted",
         MAX_PIXELS / 1_000_000
     );
-    ensure!(
-        w > 0 && h > 0,
-        "{}: image has no pixels ({w}x{h})",
-        path.display()
-    );
+    ensure!(w > 0 && h > 0, "{origin}: image has no pixels ({w}x{h})");
     ensure!(
         decoder.total_bytes() <= MAX_DECODED_BYTES,
-        "{}: decoding needs {} MiB, more than the {} MiB accepted",
-        path.display(),
+        "{origin}: decoding needs {} MiB, more than the {} MiB accepted",
         decoder.total_bytes() >> 20,
         MAX_DECODED_BYTES >> 20
     );
     let orientation = decoder.orientation().map_err(describe)?;
     if format == ImageFormat::Jpeg {
-        check_jpeg_complete(path)?;
+        check_jpeg_complete(bytes, origin)?;
     }
     let mut image = DynamicImage::from_decoder(decoder).map_err(describe)?;
     image.apply_orientation(orientation);
     Ok(image.to_rgb8())
 }
 
-fn describe_image_error(path: &Path, format: ImageFormat, e: ImageError) -> anyhow::Error {
+fn describe_image_error(origin: &str, format: ImageFormat, e: ImageError) -> anyhow::Error {
     let kind = format!("{format:?}").to_uppercase();
     match e {
-        ImageError::Limits(e) => {
-            anyhow::anyhow!("{}: image too large to decode: {e}", path.display())
-        }
-        ImageError::Unsupported(e) => {
-            anyhow::anyhow!("{}: unsupported {kind} image: {e}", path.display())
-        }
-        e => anyhow::anyhow!("{}: not a valid {kind} image: {e}", path.display()),
+        ImageError::Limits(e) => anyhow::anyhow!("{origin}: image too large to decode: {e}"),
+        ImageError::Unsupported(e) => anyhow::anyhow!("{origin}: unsupported {kind} image: {e}"),
+        e => anyhow::anyhow!("{origin}: not a valid {kind} image: {e}"),
     }
 }
 
 /// The JPEG decoder conceals a truncated file by filling the missing blocks, which would caption a half-grey
 /// picture without a word; Pillow refuses such files, and so do we. A complete JPEG has an end-of-image marker
 /// after its first scan (entropy-coded data cannot contain one: a 0xFF there is always stuffed).
-fn check_jpeg_complete(path: &Path) -> Result<()> {
-    let bytes = fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let scan = first_scan(&bytes).unwrap_or(0);
+fn check_jpeg_complete(bytes: &[u8], origin: &str) -> Result<()> {
+    let scan = first_scan(bytes).unwrap_or(0);
     let complete = bytes[scan..].windows(2).any(|m| m == [0xFF, 0xD9]);
     ensure!(
         complete,
-        "{}: not a valid JPEG image: the file is truncated (no end-of-image marker)",
-        path.display()
+        "{origin}: not a valid JPEG image: the file is truncated (no end-of-image marker)"
     );
     Ok(())
 }

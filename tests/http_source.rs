@@ -1,0 +1,192 @@
+//! The `http` frame source against a real local HTTP server: a good camera, a slow one, broken ones.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+
+use capdec_edge::config::{Config, SourceConfig};
+use capdec_edge::preprocess;
+use capdec_edge::sources::{FrameSource, HttpSource};
+
+fn snapshot() -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images/rocket.jpg"))
+        .unwrap()
+}
+
+/// Serves one connection with `respond`, handing back the request head it read.
+fn serve_once(respond: impl FnOnce(&mut TcpStream) + Send + 'static) -> (String, Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/snapshot.jpg", listener.local_addr().unwrap());
+    let (tx, requests) = mpsc::channel();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        // The test may have finished with the request already.
+        let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+        respond(&mut stream);
+    });
+    (url, requests)
+}
+
+fn respond_with(
+    status: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> impl FnOnce(&mut TcpStream) + Send + 'static {
+    let status = status.to_string();
+    let content_type = content_type.to_string();
+    move |stream| {
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        // A client that gave up makes these fail; that is its business.
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(&body);
+    }
+}
+
+/// An HTTP source from a `[camera.http]` table's lines.
+fn source(url: &str, extra: &str) -> HttpSource {
+    let text = format!(
+        "[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"cam\"\n[camera.http]\nurl = \"{url}\"\n{extra}\n"
+    );
+    let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+    match config.camera[0].get_ref().source() {
+        SourceConfig::Http(http) => HttpSource::new(http),
+        other => panic!("expected an http source, got {other:?}"),
+    }
+}
+
+fn grab_error(source: &mut HttpSource) -> String {
+    match source.grab() {
+        Ok(_) => panic!("the grab should fail"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn snapshot_is_fetched_with_basic_auth() {
+    let (url, requests) = serve_once(respond_with("200 OK", "image/jpeg", snapshot()));
+    let mut source = source(&url, "username = \"viewer\"\npassword = \"s3cret\"");
+    let frame = source
+        .grab()
+        .unwrap()
+        .expect("an HTTP camera always has a picture");
+    let expected = preprocess::decode_rgb(&snapshot(), "rocket.jpg", None).unwrap();
+    assert_eq!(frame.image, expected);
+    assert_eq!(frame.origin, url);
+    let request = requests.recv().unwrap();
+    assert!(
+        request.starts_with("GET /snapshot.jpg HTTP/1.1\r\n"),
+        "{request}"
+    );
+    // base64("viewer:s3cret")
+    assert!(
+        request.contains("\r\nauthorization: Basic dmlld2VyOnMzY3JldA==\r\n")
+            || request.contains("\r\nAuthorization: Basic dmlld2VyOnMzY3JldA==\r\n"),
+        "{request}"
+    );
+}
+
+#[test]
+fn snapshot_is_fetched_with_a_bearer_token() {
+    let (url, requests) = serve_once(respond_with("200 OK", "image/jpeg", snapshot()));
+    let mut source = source(&url, "bearer_token = \"abc.def\"");
+    source.grab().unwrap();
+    let request = requests.recv().unwrap().to_ascii_lowercase();
+    assert!(
+        request.contains("\r\nauthorization: bearer abc.def\r\n"),
+        "{request}"
+    );
+}
+
+#[test]
+fn slow_camera_times_out() {
+    let (release, wait) = mpsc::channel::<()>();
+    let (url, _requests) = serve_once(move |_| {
+        // Say nothing until the test is over.
+        let _ = wait.recv();
+    });
+    let mut source = source(&url, "timeout_s = 0.5");
+    let message = grab_error(&mut source);
+    assert!(
+        message.contains(&format!("{url}: no complete answer within 0.5 s")),
+        "{message}"
+    );
+    drop(release);
+}
+
+#[test]
+fn server_errors_are_reported_with_status() {
+    let (url, _) = serve_once(respond_with(
+        "500 Internal Server Error",
+        "text/plain",
+        b"oops".to_vec(),
+    ));
+    let message = grab_error(&mut source(&url, ""));
+    assert!(message.contains(&format!("{url}: HTTP 500")), "{message}");
+
+    let (url, _) = serve_once(respond_with("401 Unauthorized", "text/plain", Vec::new()));
+    let message = grab_error(&mut source(&url, ""));
+    assert!(
+        message.contains("the camera refused the credentials"),
+        "{message}"
+    );
+}
+
+#[test]
+fn broken_pictures_are_refused() {
+    let mut truncated = snapshot();
+    truncated.truncate(truncated.len() / 2);
+    let (url, _) = serve_once(respond_with("200 OK", "image/jpeg", truncated));
+    let message = grab_error(&mut source(&url, ""));
+    assert!(
+        message.contains(&format!(
+            "{url}: not a valid JPEG image: the file is truncated"
+        )),
+        "{message}"
+    );
+
+    let (url, _) = serve_once(respond_with(
+        "200 OK",
+        "text/html",
+        b"<html>login</html>".to_vec(),
+    ));
+    let message = grab_error(&mut source(&url, ""));
+    assert!(
+        message.contains("not a recognised image format"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_connection_closed_without_answer_is_an_error() {
+    let (url, _) = serve_once(|stream| {
+        // Hang up at once.
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    });
+    let message = grab_error(&mut source(&url, ""));
+    assert!(message.starts_with(&url), "{message}");
+}
+
+#[test]
+fn nobody_listening_is_an_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/capture");
+    let message = grab_error(&mut source(&url, "timeout_s = 2"));
+    assert!(
+        message.contains(&url) && message.to_lowercase().contains("refused"),
+        "{message}"
+    );
+}
