@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use mqtt::{Broker, Daemon, Subscriber, config, repo, scratch, signal};
+use mqtt::{Broker, Daemon, Subscriber, config, free_port, repo, scratch, signal};
 
 const AVAILABLE: &str = "test/capdec/available";
 
@@ -418,11 +418,7 @@ fn bad_password_is_reported_and_retried() {
 #[test]
 fn unreachable_broker_is_reported_retried_and_joined_when_it_appears() {
     let dir = scratch("unreachable");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     fs::write(
         dir.join("capdec.toml"),
         config(port, &[("porch", &image("chelsea.png"))], "", ""),
