@@ -43,10 +43,11 @@ class CapDecModel(nn.Module):
         self.gpt = Gpt2(config.gpt)
 
     def caption_logits(self, clip_embedding: Tensor, tokens: Tensor) -> Tensor:
-        """Logits over the whole prefix + caption sequence (teacher forcing)."""
+        """Teacher forcing: logits [batch, caption length, vocab], row i predicting caption token i. The first token
+        is predicted from the prefix's last position, token i + 1 from token i."""
         prefix = self.clip_project(clip_embedding)
-        embeds = torch.cat([prefix, self.gpt.transformer.wte(tokens)], dim=1)
-        return self.gpt.sequence_logits(embeds)
+        embeds = torch.cat([prefix, self.gpt.transformer.wte(tokens[:, :-1])], dim=1)
+        return self.gpt.sequence_logits(embeds, from_position=prefix.shape[1] - 1)
 
 
 def sidecar_path(checkpoint: Path) -> Path:

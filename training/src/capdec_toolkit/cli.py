@@ -1,4 +1,4 @@
-"""`capdec-toolkit`: export, train, reference, fixture."""
+"""`capdec-toolkit`: export, train, reference, fixture, demo."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from .clip_models import ClipError, load_clip
 from .export import ExportOptions, drift_report, export_bundle, format_drift, write_report
 from .gpt2 import Gpt2Config
 from .mapper import MapperConfig
+from .realsize import CONFIGS, ensure_bundle
 from .reference import goldens
 from .train import CorpusError, TrainOptions, load_pretrained_gpt2, read_corpus, train
 
@@ -93,6 +94,57 @@ def cmd_fixture(args: argparse.Namespace) -> None:
     print(build_fixture(args.out, args.goldens, args.images))
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from .demo import DecoderOptions, DemoOptions, run_demo
+    from .demo_report import ablation_table
+    from .small_clip import SmallClipOptions
+
+    decoder = DecoderOptions(mapper=args.mapper)
+    options = DemoOptions(
+        out=args.out,
+        work=args.work,
+        docs=args.docs,
+        scenes=args.scenes,
+        examples=args.examples,
+        seed=args.seed,
+        train_scenes=args.train_scenes,
+        decoder_captions=args.decoder_captions,
+        eval_scenes=args.eval_scenes,
+        variances=tuple(float(value) for value in args.variances.split(",")),
+        clip=SmallClipOptions(steps=args.clip_steps, seed=args.seed),
+        decoder=replace(decoder, training=replace(decoder.training, epochs=args.decoder_epochs)),
+    )
+    report = run_demo(options)
+    print(ablation_table(report.ablation))
+    print(f"wrote {args.out} ({report.bundle_bytes / 1e6:.1f} MB), {args.docs}, {args.scenes}, {args.examples}")
+
+
+def cmd_realsize(args: argparse.Namespace) -> None:
+    for name in args.names or list(CONFIGS):
+        bundle = ensure_bundle(name, args.folder, args.checksums)
+        print(f"{bundle.folder}: checksum matches models/real-size.sha256")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .benchmark import BenchSettings, benchmark_bundle, format_result
+
+    if not args.binary.is_file():
+        raise FileNotFoundError(f"{args.binary}: no capdec binary (cargo build --release)")
+    threads = tuple(int(count) for count in args.threads.split(","))
+    settings = BenchSettings(args.runs, args.warmup, args.tokens, 5, threads)
+    photos = sorted(path for path in args.photos.iterdir() if path.suffix in (".png", ".jpg"))
+    results = []
+    for name in args.names or list(CONFIGS):
+        bundle = ensure_bundle(name, args.folder, args.checksums)
+        result = benchmark_bundle(args.binary, bundle, args.image, photos, settings)
+        print(format_result(result, settings), flush=True)
+        results.append(result)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=1) + "\n")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="capdec-toolkit", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -145,6 +197,42 @@ def parser() -> argparse.ArgumentParser:
     fixture.add_argument("--goldens", type=Path, default=Path("tests/data/fixture-goldens.json"))
     fixture.add_argument("--images", type=Path, default=Path("tests/data/images"))
     fixture.set_defaults(run=cmd_fixture)
+
+    demo = commands.add_parser("demo", help="train the bundled demo model from scratch and its noise ablation (CPU)")
+    demo.add_argument("--out", type=Path, default=Path("models/demo"), help="the bundle to write")
+    demo.add_argument("--work", type=Path, default=Path("/tmp/capdec-demo"), help="CLIP, checkpoints, ablation bundles")
+    demo.add_argument("--docs", type=Path, default=Path("docs/demo-model.md"))
+    demo.add_argument("--scenes", type=Path, default=Path("tests/data/demo-scenes"), help="held-out test scenes")
+    demo.add_argument("--examples", type=Path, default=Path("examples"))
+    demo.add_argument("--seed", type=int, default=20261127)
+    demo.add_argument("--train-scenes", type=int, default=10000)
+    demo.add_argument("--decoder-captions", type=int, default=20000, help="size of the decoder's text corpus")
+    demo.add_argument("--eval-scenes", type=int, default=150)
+    demo.add_argument("--clip-steps", type=int, default=1000)
+    demo.add_argument("--decoder-epochs", type=int, default=1)
+    demo.add_argument("--variances", default="0,0.001,0.016,0.1", help="the noise ablation, comma-separated")
+    demo.add_argument("--mapper", choices=("mlp", "transformer"), default="transformer")
+    demo.set_defaults(run=cmd_demo)
+
+    realsize = commands.add_parser("realsize", help="generate and check the real-size random bundles")
+    realsize.add_argument("names", nargs="*", help=f"default: all of {', '.join(CONFIGS)}")
+    realsize.add_argument("--folder", type=Path, default=Path("models/real-size"))
+    realsize.add_argument("--checksums", type=Path, default=Path("models/real-size.sha256"))
+    realsize.set_defaults(run=cmd_realsize)
+
+    bench = commands.add_parser("bench", help="tract vs onnxruntime vs CapDec-style PyTorch, side by side")
+    bench.add_argument("names", nargs="*", help="real-size bundles (default: all)")
+    bench.add_argument("--binary", type=Path, default=Path("target/release/capdec"))
+    bench.add_argument("--image", type=Path, default=Path("tests/data/images/chelsea.png"))
+    bench.add_argument("--photos", type=Path, default=Path("tests/data/images"), help="for int8 vs fp32 agreement")
+    bench.add_argument("--folder", type=Path, default=Path("models/real-size"))
+    bench.add_argument("--checksums", type=Path, default=Path("models/real-size.sha256"))
+    bench.add_argument("--runs", type=int, default=20)
+    bench.add_argument("--warmup", type=int, default=3)
+    bench.add_argument("--tokens", type=int, default=20)
+    bench.add_argument("--threads", default="1,2")
+    bench.add_argument("--json-out", type=Path, help="also write the raw results here")
+    bench.set_defaults(run=cmd_bench)
     return root
 
 

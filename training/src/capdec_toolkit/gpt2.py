@@ -137,9 +137,10 @@ class Gpt2(nn.Module):
         hidden, present = self.hidden(inputs_embeds, position_ids, list(past))
         return (self.lm_head(hidden[:, -1, :]), *present)
 
-    def sequence_logits(self, inputs_embeds: Tensor) -> Tensor:
-        """Logits of every position of whole sequences, for training."""
+    def sequence_logits(self, inputs_embeds: Tensor, from_position: int = 0) -> Tensor:
+        """Logits of whole sequences from `from_position` on, for training (the vocabulary projection is most of a
+        small model's cost, so positions nobody scores are not projected)."""
         batch, seq, _ = inputs_embeds.shape
         position_ids = torch.arange(seq, device=inputs_embeds.device).expand(batch, seq)
         hidden, _ = self.hidden(inputs_embeds, position_ids, self.empty_past(batch))
-        return self.lm_head(hidden)
+        return self.lm_head(hidden[:, from_position:])

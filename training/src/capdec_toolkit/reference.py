@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
 from .bundle import Bundle
 from .decoding import SearchRules, Stepper, beam_search, greedy, log_softmax
@@ -19,9 +20,9 @@ from .tokenizer import decode_text
 TOP_K = 10
 
 
-def _session(path: Path) -> ort.InferenceSession:
+def _session(path: Path, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # deterministic and comparable to tract's single thread
+    options.intra_op_num_threads = threads  # goldens use 1: deterministic, and tract's default
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -33,7 +34,7 @@ class ImageResult:
     prefix: np.ndarray
 
 
-class _OrtStepper(Stepper):
+class OrtStepper(Stepper):
     def __init__(self, captioner: OrtCaptioner, prefix: np.ndarray) -> None:
         self.captioner = captioner
         self.prefix = prefix
@@ -61,13 +62,13 @@ class _OrtStepper(Stepper):
 
 
 class OrtCaptioner:
-    def __init__(self, bundle: Bundle, precision: str) -> None:
+    def __init__(self, bundle: Bundle, precision: str, threads: int = 1) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
         variant = bundle.variant(precision)
-        self.encoder = _session(bundle.path(variant["encoder"]["file"]))
-        self.mapper = _session(bundle.path(variant["mapper"]["file"]))
-        self.decoder = _session(bundle.path(variant["decoder"]["file"]))
+        self.encoder = _session(bundle.path(variant["encoder"]["file"]), threads)
+        self.mapper = _session(bundle.path(variant["mapper"]["file"]), threads)
+        self.decoder = _session(bundle.path(variant["decoder"]["file"]), threads)
         self.decoder_inputs = [node.name for node in self.decoder.get_inputs()]
         decoder = self.manifest["decoder"]
         table = variant["token_embeddings"]
@@ -75,9 +76,15 @@ class OrtCaptioner:
             bundle.path(table["file"]), table["dtype"], decoder["vocab_size"], decoder["width"]
         )
 
-    def embed(self, image_path: Path) -> ImageResult:
+    def pixels(self, image: Image.Image) -> np.ndarray:
         encoder = self.manifest["encoder"]
-        pixels = preprocess(load_rgb(image_path), encoder["input_size"], encoder["mean"], encoder["std"])
+        return preprocess(image, encoder["input_size"], encoder["mean"], encoder["std"])
+
+    def embed(self, image_path: Path) -> ImageResult:
+        return self.embed_pixels(self.pixels(load_rgb(image_path)))
+
+    def embed_pixels(self, pixels: np.ndarray) -> ImageResult:
+        encoder = self.manifest["encoder"]
         (embedding,) = self.encoder.run(None, {"pixel_values": pixels})
         if not encoder["normalized_in_graph"]:
             embedding = embedding / np.linalg.norm(embedding, axis=-1, keepdims=True)
@@ -94,10 +101,12 @@ class OrtCaptioner:
             self.manifest["decoding"]["length_normalized"],
         )
 
-    def caption(self, prefix: np.ndarray, beam_size: int) -> tuple[list[int], str, float]:
-        rules = self.rules(beam_size)
-        stepper = _OrtStepper(self, prefix)
-        best = greedy(stepper, rules) if beam_size == 1 else beam_search(stepper, rules)
+    def caption(
+        self, prefix: np.ndarray, beam_size: int, rules: SearchRules | None = None
+    ) -> tuple[list[int], str, float]:
+        rules = rules or self.rules(beam_size)
+        stepper = OrtStepper(self, prefix)
+        best = beam_search(stepper, rules)
         text = decode_text(
             best.tokens,
             rules.end_of_text_id,
@@ -107,7 +116,7 @@ class OrtCaptioner:
         return best.tokens, text, best.score / len(best.tokens)
 
     def first_logits(self, prefix: np.ndarray) -> np.ndarray:
-        return _OrtStepper(self, prefix).start()[0]
+        return OrtStepper(self, prefix).start()[0]
 
 
 def _floats(values: np.ndarray) -> list[float]:

@@ -83,11 +83,8 @@ def _pad(token_lists: list[list[int]]) -> tuple[Tensor, Tensor]:
 
 
 def caption_loss(model: CapDecModel, embeddings: Tensor, tokens: Tensor, labels: Tensor) -> Tensor:
-    prefix_length = model.config.mapper.prefix_length
     logits = model.caption_logits(embeddings, tokens)
-    # The logit at position i predicts token i + 1; the caption's first token is predicted from the prefix's last.
-    predicted = logits[:, prefix_length - 1 : -1]
-    return F.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
 
 
 def train(

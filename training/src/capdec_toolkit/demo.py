@@ -1,0 +1,288 @@
+"""`capdec-toolkit demo`: the bundled default model, made here from nothing, on the CPU, deterministically.
+
+A rendered world of shapes stands in for photographs, a small CLIP trained on it stands in for pretrained CLIP, and
+CapDec is trained on top from caption text only, once per noise variance of the paper's ablation. Every decoder is
+evaluated through its exported int8 bundle on held-out scenes; the best one becomes the default bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers.utils import logging as transformers_logging
+
+from .bundle import Bundle
+from .checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
+from .clip_models import Clip, load_clip
+from .demo_report import AblationRow, DemoReport, ProbeReport, render_markdown
+from .export import ExportOptions, drift_report, export_bundle
+from .gpt2 import Gpt2Config
+from .mapper import MapperConfig, MapperKind
+from .metrics import score_captions
+from .reference import OrtCaptioner
+from .scene_render import render
+from .scene_world import COLOURS, SHAPES, Scene, captions, names_main_object, sample_scenes
+from .small_clip import (
+    SmallClipOptions,
+    build_small_clip,
+    image_pixels,
+    modality_report,
+    normalise,
+    save_small_clip,
+    train_small_clip,
+)
+from .train import TrainOptions, train
+
+PAPER_VARIANCES = (0.0, 0.001, 0.016, 0.1)
+MAX_TOKENS = 40
+
+
+@dataclass(frozen=True)
+class DecoderOptions:
+    mapper: MapperKind = "transformer"
+    prefix_length: int = 10
+    mapper_layers: int = 4
+    mapper_heads: int = 4
+    layers: int = 4
+    heads: int = 2
+    # 32 keeps fp32 and int8 together under 25 MB: the 50,257-token vocabulary costs 50257 * width values twice.
+    width: int = 32
+    training: TrainOptions = TrainOptions(epochs=1, batch_size=32, learning_rate=2e-3)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    out: Path
+    work: Path
+    docs: Path
+    scenes: Path  # shipped held-out scenes for the Rust integration test
+    examples: Path
+    seed: int = 20261127
+    train_scenes: int = 10000
+    decoder_captions: int = 20000  # the text corpus: this many distinct captions of the training scenes
+    eval_scenes: int = 150
+    shipped_scenes: int = 60
+    variances: tuple[float, ...] = PAPER_VARIANCES
+    clip: SmallClipOptions = SmallClipOptions(steps=1000)
+    decoder: DecoderOptions = field(default_factory=DecoderOptions)
+
+
+class _Clock:
+    """Prints each stage's progress with the time since the start, and keeps the stage durations."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.stages: dict[str, float] = {}
+        self._stage_start = self.start
+
+    def log(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.start:7.1f} s] {message}", flush=True)
+
+    def done(self, stage: str) -> None:
+        now = time.monotonic()
+        self.stages[stage] = now - self._stage_start
+        self._stage_start = now
+        self.log(f"{stage}: {self.stages[stage]:.1f} s")
+
+
+def _write_scenes(scenes: list[Scene], folder: Path, prefix: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, scene in enumerate(scenes):
+        path = folder / f"{prefix}{index:03d}.png"
+        render(scene).save(path, optimize=True)
+        paths.append(path)
+    return paths
+
+
+def _references_file(scenes: list[Scene], paths: list[Path]) -> dict[str, Any]:
+    return {
+        path.name: {
+            "references": captions(scene),
+            "main_colour": scene.main.colour,
+            "main_shape": scene.main.shape,
+            "kind": scene.kind,
+        }
+        for scene, path in zip(scenes, paths)
+    }
+
+
+def _new_decoder(clip: Clip, options: DecoderOptions, seed: int) -> CapDecModel:
+    gpt = Gpt2Config(options.layers, options.heads, options.width, 50257, max_positions=options.prefix_length + 64)
+    mapper = MapperConfig(
+        options.mapper, clip.embedding_size, options.width, options.prefix_length,
+        clip_length=options.prefix_length, layers=options.mapper_layers, heads=options.mapper_heads,
+    )
+    torch.manual_seed(seed)
+    return CapDecModel(CapDecConfig(mapper, gpt))
+
+
+def _description(options: DemoOptions, variance: float) -> str:
+    clip, decoder = options.clip, options.decoder
+    return (
+        f"capdec-edge demo model: captions rendered scenes of coloured shapes, not photographs. Trained from scratch "
+        f"by `capdec-toolkit demo` on this project's rendered world: a small CLIP (ViT {clip.image_size} px / patch "
+        f"{clip.patch_size}, width {clip.width}, {clip.layers} layers, {clip.embedding_size}-d) trained "
+        f"contrastively on {options.train_scenes} scenes, then CapDec ({decoder.mapper} mapper, {decoder.layers}-layer "
+        f"GPT-2 of width {decoder.width}, the real GPT-2 vocabulary) trained on caption text only with noise "
+        f"variance {variance}. See docs/demo-model.md."
+    )
+
+
+def _caption_all(bundle: Bundle, images: list[Path]) -> list[str]:
+    captioner = OrtCaptioner(bundle, "int8")
+    beam_size = bundle.manifest["decoding"]["beam_size"]
+    return [captioner.caption(captioner.embed(image).prefix, beam_size)[1] for image in images]
+
+
+def _evaluate(
+    variance: float, bundle: Bundle, images: list[Path], scenes: list[Scene]
+) -> tuple[AblationRow, list[str]]:
+    generated = _caption_all(bundle, images)
+    return _score(variance, generated, scenes), generated
+
+
+def _score(variance: float, generated: list[str], scenes: list[Scene]) -> AblationRow:
+    scores = score_captions(generated, [captions(scene) for scene in scenes])
+    main_right = sum(names_main_object(text, scene) for text, scene in zip(generated, scenes))
+    return AblationRow(variance, scores, main_right / len(scenes))
+
+
+@torch.no_grad()
+def main_object_probe(clip: Clip, pixels: torch.Tensor, scenes: list[Scene]) -> ProbeReport:
+    """What the small CLIP itself knows of the main object: each image's nearest of the texts "a large <colour>
+    <shape>.". No decoder can name what the image embedding does not hold."""
+    combinations = [(colour, shape) for colour in COLOURS for shape in SHAPES]
+    texts = clip.encode_text([f"a large {colour} {shape}." for colour, shape in combinations])
+    images = clip.image_encoder(normalise(pixels))
+    nearest = (F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).T).argmax(dim=1).tolist()
+    found = [combinations[index] for index in nearest]
+    count = len(scenes)
+    return ProbeReport(
+        colour=sum(colour == scene.main.colour for (colour, _), scene in zip(found, scenes)) / count,
+        shape=sum(shape == scene.main.shape for (_, shape), scene in zip(found, scenes)) / count,
+        both=sum(pick == (scene.main.colour, scene.main.shape) for pick, scene in zip(found, scenes)) / count,
+    )
+
+
+def _bundle_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
+
+
+def run_demo(options: DemoOptions) -> DemoReport:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    transformers_logging.disable_progress_bar()
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantizer advises pre-processing, once per graph
+    clock = _Clock()
+    work = options.work
+    work.mkdir(parents=True, exist_ok=True)
+
+    train_scenes = sample_scenes(options.train_scenes, options.seed, held_out=False)
+    eval_scenes = sample_scenes(options.eval_scenes, options.seed + 1, held_out=True)
+    train_captions = [captions(scene) for scene in train_scenes]
+    train_pixels = image_pixels([render(scene) for scene in train_scenes], options.clip.image_size)
+    eval_images = _write_scenes(eval_scenes, work / "eval-scenes", "scene-")
+    eval_pixels = image_pixels([Image.open(path).convert("RGB") for path in eval_images], options.clip.image_size)
+    clock.done("world")
+
+    model = build_small_clip(options.clip)
+    train_small_clip(model, train_pixels, train_captions, options.clip,
+                     lambda step, loss: clock.log(f"clip step {step} loss {loss:.3f}") if step % 250 == 0 else None)
+    save_small_clip(model, work / "clip")
+    clip = load_clip(str(work / "clip"))  # from the saved folder, as any user's CLIP is loaded
+    modality = modality_report(clip, eval_pixels, [captions(scene) for scene in eval_scenes])
+    probe = main_object_probe(clip, eval_pixels, eval_scenes)
+    clock.done("clip")
+
+    # Text only: the decoder never sees a training image, just the training scenes' captions.
+    corpus = list(dict.fromkeys(caption for texts in train_captions for caption in texts))
+    random.Random(options.seed).shuffle(corpus)
+    corpus = corpus[: options.decoder_captions]
+    rows: list[AblationRow] = []
+    samples: dict[float, list[str]] = {}
+    for variance in options.variances:
+        decoder = _new_decoder(clip, options.decoder, options.seed)
+        training = replace(options.decoder.training, noise_variance=variance, seed=options.seed)
+        train(clip, decoder, corpus, training,
+              lambda epoch, step, loss: clock.log(f"var {variance} step {step} loss {loss:.3f}") if step % 200 == 0
+              else None)
+        checkpoint = work / f"var-{variance}" / "demo_prefix-000.pt"
+        save_checkpoint(decoder, checkpoint)
+        bundle = export_bundle(clip, decoder, work / f"var-{variance}" / "bundle",
+                               ExportOptions("demo", _description(options, variance), MAX_TOKENS, precisions=("int8",)))
+        row, samples[variance] = _evaluate(variance, bundle, eval_images, eval_scenes)
+        rows.append(row)
+        clock.done(f"decoder variance {variance}")
+        clock.log(f"variance {variance}: {row}")
+
+    best = max(rows, key=lambda row: row.scores.cider_d)
+    best_model = load_checkpoint(work / f"var-{best.variance}" / "demo_prefix-000.pt")
+    if options.out.exists():
+        shutil.rmtree(options.out)
+    shipped = export_bundle(clip, best_model, options.out,
+                            ExportOptions("demo", _description(options, best.variance), MAX_TOKENS))
+    shipped_scenes = eval_scenes[: options.shipped_scenes]
+    if options.scenes.exists():
+        shutil.rmtree(options.scenes)
+    shipped_images = _write_scenes(shipped_scenes, options.scenes, "scene-")
+    references = _references_file(shipped_scenes, shipped_images)
+    (options.scenes / "references.json").write_text(json.dumps(references, indent=1) + "\n")
+    drift = drift_report(shipped, shipped_images)
+    shipped_captions = [row["int8_caption"] for row in drift["per_image"]]
+    shipped_row = _score(best.variance, shipped_captions, shipped_scenes)
+    _write_examples(eval_scenes, samples[best.variance], options.examples)
+    clock.done("export")
+
+    report = DemoReport(
+        options=_options_summary(options),
+        modality=modality,
+        probe=probe,
+        ablation=rows,
+        best_variance=best.variance,
+        shipped_scenes=shipped_row,
+        drift={key: drift[key] for key in ("images", "embedding_cosine_min", "prefix_max_abs", "captions_identical")},
+        bundle_bytes=_bundle_bytes(options.out),
+        examples=[(scene_caption(scene), text) for scene, text in zip(eval_scenes[:12], samples[best.variance])],
+        zero_noise_examples=samples[options.variances[0]][:12],
+        stage_seconds=clock.stages,
+    )
+    options.docs.parent.mkdir(parents=True, exist_ok=True)
+    options.docs.write_text(render_markdown(report))
+    (work / "demo-report.json").write_text(json.dumps(asdict(report), indent=1, default=str) + "\n")
+    return report
+
+
+def scene_caption(scene: Scene) -> str:
+    return captions(scene)[0]
+
+
+def _write_examples(scenes: list[Scene], generated: list[str], folder: Path) -> None:
+    """One picture of each kind of scene for the README, with the demo model's caption in the file's name list."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen: dict[str, int] = {}
+    for index, scene in enumerate(scenes):
+        if scene.kind in ("single", "two", "three") and scene.kind not in chosen:
+            chosen[scene.kind] = index
+    lines = []
+    for kind, index in chosen.items():
+        name = f"scene-{kind}.png"
+        render(scenes[index]).save(folder / name, optimize=True)
+        lines.append(f"{name}\t{generated[index]}")
+    (folder / "captions.tsv").write_text("\n".join(lines) + "\n")
+
+
+def _options_summary(options: DemoOptions) -> dict[str, Any]:
+    summary = asdict(options)
+    for key in ("out", "work", "docs", "scenes", "examples"):
+        summary.pop(key)
+    return summary

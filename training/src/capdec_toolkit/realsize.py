@@ -1,0 +1,130 @@
+"""Real-size bundles with random weights, for speed and memory at the true size of the networks.
+
+Too large for git (GPT-2 alone is ~500 MB in fp32), so they are generated, deterministically, and checked
+against the committed checksums of their manifests (models/real-size.sha256; a manifest holds every file's hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .bundle import Bundle, BundleError
+from .checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
+from .clip_models import OPENAI_MEAN, OPENAI_STD, load_clip
+from .export import ExportOptions, export_bundle
+from .gpt2 import Gpt2Config
+from .mapper import MapperConfig
+
+GPT2 = Gpt2Config(layers=12, heads=12, width=768, vocab_size=50257, max_positions=1024)
+DISTILGPT2 = Gpt2Config(layers=6, heads=12, width=768, vocab_size=50257, max_positions=1024)
+
+
+@dataclass(frozen=True)
+class RealSize:
+    name: str
+    clip: str  # "vit-b-32" or "rn50x4"
+    mapper: MapperConfig
+    gpt: Gpt2Config
+    description: str
+
+
+CONFIGS = {
+    config.name: config
+    for config in (
+        RealSize(
+            "vitb32-mlp-gpt2",
+            "vit-b-32",
+            MapperConfig("mlp", 512, 768, prefix_length=10),
+            GPT2,
+            "(a) CLIP ViT-B/32 + MLP mapper (prefix 10) + GPT-2 124M",
+        ),
+        RealSize(
+            "vitb32-mlp-distilgpt2",
+            "vit-b-32",
+            MapperConfig("mlp", 512, 768, prefix_length=10),
+            DISTILGPT2,
+            "(b) CLIP ViT-B/32 + MLP mapper (prefix 10) + 6-layer distilled GPT-2",
+        ),
+        RealSize(
+            "rn50x4-transformer-gpt2",
+            "rn50x4",
+            MapperConfig("transformer", 640, 768, prefix_length=40, clip_length=40, layers=8, heads=8),
+            GPT2,
+            "(c) CapDec's paper setup: CLIP RN50x4 (288 px) + transformer mapper (prefix 40, 8 layers) + GPT-2",
+        ),
+    )
+}
+
+
+def _save_random_clip(kind: str, folder: Path) -> None:
+    """The real architectures, saved the way their public weights are published, so load_clip reads them."""
+    if kind == "vit-b-32":
+        from transformers import CLIPConfig, CLIPModel
+
+        config = CLIPConfig(
+            text_config={"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+                         "num_attention_heads": 8, "max_position_embeddings": 77, "vocab_size": 49408},
+            vision_config={"image_size": 224, "patch_size": 32, "hidden_size": 768, "intermediate_size": 3072,
+                           "num_hidden_layers": 12, "num_attention_heads": 12},
+            projection_dim=512,
+        )
+        CLIPModel(config).save_pretrained(folder)
+        return
+    import open_clip
+
+    model_config = open_clip.get_model_config("RN50x4")
+    model = open_clip.create_model("RN50x4", pretrained=None)
+    preprocess = {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD)}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_config, "preprocess_cfg": preprocess}))
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+
+
+def source_folder(bundle_folder: Path) -> Path:
+    """Where the torch weights behind a real-size bundle are kept, for the PyTorch side of the benchmark."""
+    return bundle_folder.with_name(bundle_folder.name + ".source")
+
+
+def generate(config: RealSize, out: Path, seed: int = 0) -> Bundle:
+    torch.manual_seed(seed)
+    source = source_folder(out)
+    clip_folder = source / "clip"
+    clip_folder.mkdir(parents=True, exist_ok=True)
+    _save_random_clip(config.clip, clip_folder)
+    checkpoint = source / f"{config.name}_prefix-000.pt"
+    save_checkpoint(CapDecModel(CapDecConfig(config.mapper, config.gpt)), checkpoint)
+    description = f"Random weights, real size, for benchmarks only: {config.description}."
+    return export_bundle(
+        load_clip(str(clip_folder)), load_checkpoint(checkpoint), out, ExportOptions(config.name, description)
+    )
+
+
+def manifest_sha256(bundle_folder: Path) -> str:
+    return hashlib.sha256((bundle_folder / "bundle.toml").read_bytes()).hexdigest()
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    checksums = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split()
+            checksums[name] = digest
+    return checksums
+
+
+def ensure_bundle(name: str, folder: Path, checksums: Path) -> Bundle:
+    """The named real-size bundle under `folder`, generated if missing, always checked against its checksum."""
+    out = folder / name
+    expected = read_checksums(checksums).get(name)
+    if expected is None:
+        raise BundleError(f"{checksums}: no checksum for {name}")
+    if not (out / "bundle.toml").is_file() or not source_folder(out).is_dir():
+        generate(CONFIGS[name], out)
+    actual = manifest_sha256(out)
+    if actual != expected:
+        raise BundleError(f"{out / 'bundle.toml'}: SHA-256 {actual}, {checksums} expects {expected}")
+    return Bundle.open(out)

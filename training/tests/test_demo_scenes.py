@@ -1,0 +1,22 @@
+"""The committed outputs of `capdec-toolkit demo`: the held-out scenes the Rust test reads."""
+
+from __future__ import annotations
+
+import json
+
+from capdec_toolkit.scene_world import COLOURS, SHAPES, first_colour_and_shape
+
+from conftest import REPO
+
+SCENES = REPO / "tests" / "data" / "demo-scenes"
+
+
+def test_shipped_scenes_have_references_that_name_their_main_object() -> None:
+    references = json.loads((SCENES / "references.json").read_text())
+    assert len(references) >= 50
+    for name, scene in references.items():
+        assert (SCENES / name).is_file()
+        assert scene["main_colour"] in COLOURS and scene["main_shape"] in SHAPES
+        for text in scene["references"]:
+            assert first_colour_and_shape(text) == (scene["main_colour"], scene["main_shape"])
+    assert sum(path.stat().st_size for path in SCENES.iterdir()) < 2_000_000
