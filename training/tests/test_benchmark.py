@@ -38,7 +38,7 @@ def test_capdec_cacheless_decoding_equals_cached_beam_search(bundle: Bundle, pho
     settings = BenchSettings(tokens=6)
     captioner = OrtCaptioner(bundle, "fp32")
     result = captioner.embed(photos[0])
-    cached, _, _ = captioner.caption(result.prefix, 5, fixed_length(settings, 5))
+    cached, _, _ = captioner.caption(result.prefix, fixed_length(settings, 5))
     model = load_checkpoint(next(source_folder(bundle.folder).glob("*.pt")))
     reference = capdec_reference_caption(model, torch.from_numpy(result.prefix), 5, settings.tokens)
     assert cached == reference

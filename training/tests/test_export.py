@@ -109,7 +109,7 @@ def test_reference_captioner_caption_is_lowercase_text_of_tokens(
     )
     captioner = OrtCaptioner(bundle, "fp32")
     prefix = captioner.embed(photos[0]).prefix
-    tokens, text, mean_log_prob = captioner.caption(prefix, 5)
+    tokens, text, mean_log_prob = captioner.caption(prefix, captioner.rules(5))
     assert 1 <= len(tokens) <= 6
     assert text == text.lower()
     assert mean_log_prob < 0

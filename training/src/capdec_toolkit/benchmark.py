@@ -93,7 +93,7 @@ def onnxruntime_stages(
 
     def caption(beam_size: int) -> None:
         result = captioner.embed_pixels(captioner.pixels(image))
-        captioner.caption(result.prefix, beam_size, fixed_length(settings, beam_size))
+        captioner.caption(result.prefix, fixed_length(settings, beam_size))
 
     work: dict[str, Callable[[], list[float]]] = {
         "preprocess": lambda: _timed(lambda: captioner.pixels(image)),

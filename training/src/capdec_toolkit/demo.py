@@ -142,7 +142,7 @@ def _description(options: DemoOptions, variance: float) -> str:
 def _caption_all(bundle: Bundle, images: list[Path]) -> list[str]:
     captioner = OrtCaptioner(bundle, "int8")
     beam_size = bundle.manifest["decoding"]["beam_size"]
-    return [captioner.caption(captioner.embed(image).prefix, beam_size)[1] for image in images]
+    return [captioner.caption(captioner.embed(image).prefix, captioner.rules(beam_size))[1] for image in images]
 
 
 def _evaluate(

@@ -100,8 +100,8 @@ def drift_report(bundle: Bundle, images: list[Path]) -> dict[str, Any]:
             np.dot(reference.embedding, quantized.embedding)
             / (np.linalg.norm(reference.embedding) * np.linalg.norm(quantized.embedding))
         )
-        _, fp32_text, _ = fp32.caption(reference.prefix, beam_size)
-        _, int8_text, _ = int8.caption(quantized.prefix, beam_size)
+        _, fp32_text, _ = fp32.caption(reference.prefix, fp32.rules(beam_size))
+        _, int8_text, _ = int8.caption(quantized.prefix, int8.rules(beam_size))
         rows.append(
             {
                 "image": str(image),

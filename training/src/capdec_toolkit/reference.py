@@ -101,10 +101,7 @@ class OrtCaptioner:
             self.manifest["decoding"]["length_normalized"],
         )
 
-    def caption(
-        self, prefix: np.ndarray, beam_size: int, rules: SearchRules | None = None
-    ) -> tuple[list[int], str, float]:
-        rules = rules or self.rules(beam_size)
+    def caption(self, prefix: np.ndarray, rules: SearchRules) -> tuple[list[int], str, float]:
         stepper = OrtStepper(self, prefix)
         best = beam_search(stepper, rules)
         text = decode_text(
@@ -130,8 +127,8 @@ def golden(captioner: OrtCaptioner, image_path: Path, beam_size: int) -> dict[st
     sample_at = np.linspace(0, flat.size - 1, 16).astype(int)
     log_probs = log_softmax(captioner.first_logits(result.prefix))
     top = np.argsort(-log_probs, kind="stable")[:TOP_K]
-    greedy_tokens, greedy_text, _ = captioner.caption(result.prefix, 1)
-    beam_tokens, beam_text, beam_score = captioner.caption(result.prefix, beam_size)
+    greedy_tokens, greedy_text, _ = captioner.caption(result.prefix, captioner.rules(1))
+    beam_tokens, beam_text, beam_score = captioner.caption(result.prefix, captioner.rules(beam_size))
     return {
         "pixels": {
             "shape": list(pixels.shape),
