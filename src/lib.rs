@@ -4,6 +4,7 @@
 //! Data flows one way: `bundle` -> `graph` -> `encoder`, `mapper`, `decoder` (with `embeddings`), driven by the
 //! pure `search` and rendered by `tokenizer`; `preprocess` turns files into tensors; `captioner` ties them.
 //! The daemon: `config` -> `sources` (frames) -> `captioner` -> `publish` (MQTT), scheduled by `daemon`.
+//! `metrics` scores captions against references (`capdec eval`); nothing else depends on it.
 
 pub mod bench;
 pub mod bundle;
@@ -16,6 +17,7 @@ pub mod encoder;
 pub mod graph;
 pub mod logging;
 pub mod mapper;
+pub mod metrics;
 pub mod preprocess;
 pub mod publish;
 pub mod search;

@@ -7,6 +7,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
+from capdec_toolkit.metric_goldens import GOLDEN_CASES, GoldenCase
 from capdec_toolkit.metrics import score_captions, tokenize
 from capdec_toolkit.scene_world import captions, sample_scenes
 
@@ -71,3 +72,21 @@ def test_a_perfect_caption_scores_higher_than_a_wrong_one() -> None:
     perfect = score_captions([refs[0] for refs in references], references)
     wrong = score_captions([references[(i + 3) % len(references)][0] for i in range(len(references))], references)
     assert perfect.cider_d > wrong.cider_d and perfect.bleu4 > wrong.bleu4 and perfect.rouge_l > wrong.rouge_l
+
+
+@pytest.mark.parametrize("case", GOLDEN_CASES, ids=lambda case: case.name)
+def test_metric_golden_cases_match_pycocoevalcap(case: GoldenCase) -> None:
+    ours = score_captions(case.hypotheses, case.references)
+    bleu, rouge, cider = _coco_scores(case.hypotheses, case.references)
+    assert (ours.bleu4, ours.rouge_l, ours.cider_d) == pytest.approx((bleu, rouge, cider), rel=1e-9, abs=1e-12)
+
+
+def test_unscorable_corpora_are_value_errors() -> None:
+    with pytest.raises(ValueError, match="0 captions for 0 reference sets"):
+        score_captions([], [])
+    with pytest.raises(ValueError, match="2 captions for 1 reference sets"):
+        score_captions(["a", "b"], [["a"]])
+    with pytest.raises(ValueError, match="caption 2 has no references"):
+        score_captions(["a", "b"], [["a"], []])
+    with pytest.raises(ValueError, match="reference 2 of caption 1 has no words"):
+        score_captions(["a"], [["a", "..."]])

@@ -1,4 +1,4 @@
-"""`capdec-toolkit`: export, train, reference, fixture, demo."""
+"""`capdec-toolkit`: export, train, reference, fixture, demo, metric-goldens."""
 
 from __future__ import annotations
 
@@ -92,6 +92,14 @@ def cmd_fixture(args: argparse.Namespace) -> None:
     from .fixture import build_fixture
 
     print(build_fixture(args.out, args.goldens, args.images))
+
+
+def cmd_metric_goldens(args: argparse.Namespace) -> None:
+    from .metric_goldens import metric_goldens
+
+    data = metric_goldens()
+    args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} ({len(data['cases'])} cases)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -197,6 +205,10 @@ def parser() -> argparse.ArgumentParser:
     fixture.add_argument("--goldens", type=Path, default=Path("tests/data/fixture-goldens.json"))
     fixture.add_argument("--images", type=Path, default=Path("tests/data/images"))
     fixture.set_defaults(run=cmd_fixture)
+
+    goldens = commands.add_parser("metric-goldens", help="write the caption metrics' goldens for the Rust port")
+    goldens.add_argument("--out", type=Path, default=Path("tests/data/metric-goldens.json"))
+    goldens.set_defaults(run=cmd_metric_goldens)
 
     demo = commands.add_parser("demo", help="train the bundled demo model from scratch and its noise ablation (CPU)")
     demo.add_argument("--out", type=Path, default=Path("models/demo"), help="the bundle to write")

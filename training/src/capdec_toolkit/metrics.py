@@ -135,4 +135,10 @@ def score_captions(hypotheses: list[str], references: list[list[str]]) -> Captio
         raise ValueError(f"{len(hypotheses)} captions for {len(references)} reference sets")
     hyps = [tokenize(text) for text in hypotheses]
     refs = [[tokenize(text) for text in texts] for texts in references]
+    for index, (texts, words) in enumerate(zip(references, refs)):
+        if not texts:
+            raise ValueError(f"caption {index + 1} has no references")
+        for number, (text, tokens) in enumerate(zip(texts, words)):
+            if not tokens:
+                raise ValueError(f"reference {number + 1} of caption {index + 1} has no words: `{text}`")
     return CaptionScores(bleu4(hyps, refs), rouge_l(hyps, refs), cider_d(hyps, refs), len(hyps))
