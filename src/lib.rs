@@ -4,7 +4,8 @@
 //! Data flows one way: `bundle` -> `graph` -> `encoder`, `mapper`, `decoder` (with `embeddings`), driven by the
 //! pure `search` and rendered by `tokenizer`; `preprocess` turns files into tensors; `captioner` ties them.
 //! The daemon: `config` -> `sources` (frames) -> `captioner` -> `publish` (MQTT), scheduled by `daemon`.
-//! `metrics` scores captions against references (`capdec eval`); nothing else depends on it.
+//! `capdec eval`: `eval` reads the references file, `metrics` scores captions against it; nothing upstream
+//! depends on either.
 
 pub mod bench;
 pub mod bundle;
@@ -14,6 +15,7 @@ pub mod daemon;
 pub mod decoder;
 pub mod embeddings;
 pub mod encoder;
+pub mod eval;
 pub mod graph;
 pub mod logging;
 pub mod mapper;

@@ -1,4 +1,5 @@
-//! `capdec`: caption image files with a CapDec model bundle, or run the camera daemon.
+//! `capdec`: caption image files with a CapDec model bundle, score captions against references, or run the
+//! camera daemon.
 
 use std::env;
 use std::ffi::OsString;
@@ -11,10 +12,11 @@ use capdec_edge::bench::BenchOptions;
 use capdec_edge::bundle::{Bundle, MANIFEST};
 use capdec_edge::captioner::{Caption, Captioner};
 use capdec_edge::config::{Config, SourceConfig};
-use capdec_edge::{daemon, logging, preprocess};
+use capdec_edge::{daemon, eval, logging, metrics, preprocess};
 use serde_json::json;
 
 const USAGE: &str = "capdec caption IMAGE... [--model DIR] [--precision fp32|int8] [--beam N] [--max-tokens N] [--json]
+       capdec eval --images DIR --references FILE [--model DIR] [--precision fp32|int8] [--beam N] [--json]
        capdec bench [IMAGE] [--model DIR] [--precision fp32|int8] [--threads 1,2] [--runs N] [--warmup N] [--tokens N] [--beam N] [--json]
        capdec run --config FILE
        capdec check-config FILE";
@@ -23,16 +25,19 @@ const HELP: &str = "\
 capdec: caption images on the device with a CapDec model bundle
 
 usage: capdec caption IMAGE... [OPTIONS]
+       capdec eval --images DIR --references FILE [OPTIONS]
        capdec bench [IMAGE] [OPTIONS]
        capdec run --config FILE     caption cameras and publish over MQTT (see config/capdec.toml)
        capdec check-config FILE     check a daemon configuration and its model bundle, then exit
 
-options (caption and bench):
+options (caption, eval and bench):
   --model DIR          model bundle folder (default: $CAPDEC_MODEL, else models/demo or
                        models/fixture-tiny next to the executable or in the current folder)
   --precision P        fp32 or int8 (default: the bundle's default_precision)
   --beam N             beam size, 1 = greedy (default: the bundle's; bench: 5)
   --json               caption: one JSON object a line: file, caption, tokens, mean_log_prob, ms per stage;
+                       eval: one JSON object a line per image (file, caption, references), then a summary
+                       (images, ignored, scores as fractions, model, precision, beam_size);
                        bench: one JSON report
   -h, --help           this help
   -V, --version        version
@@ -40,14 +45,20 @@ options (caption and bench):
 caption:
   --max-tokens N       longest caption in tokens (default: the bundle's)
 
+eval (captions every image the references file lists, sorted by name, and scores the captions: BLEU-4,
+ROUGE-L and CIDEr-D as the COCO caption evaluation computes them, shown x100):
+  --images DIR         the images; files in DIR that the references file does not list are ignored
+  --references FILE    JSON object: image file name (relative to DIR) -> list of reference captions, or an
+                       object with a \"references\" list (the format of tests/data/demo-scenes/references.json)
+
 bench (times every stage, median and 90th percentile; the image defaults to a grey frame):
   --threads LIST       thread counts to measure, comma-separated (default: 1,2)
   --runs N             timed runs per stage (default: 20)
   --warmup N           untimed runs first (default: 3)
   --tokens N           every benchmarked caption is this long (default: 20)
 
-Exit status: 0 all captioned (run: stopped by Ctrl-C or SIGTERM; check-config: valid), 1 a failure (any
-image, the bundle, the configuration), 2 usage error.";
+Exit status: 0 all captioned (eval: and scored; run: stopped by Ctrl-C or SIGTERM; check-config: valid), 1 a
+failure (any image, the references file, the bundle, the configuration), 2 usage error.";
 
 /// The default bundles, most capable first.
 const DEFAULT_BUNDLES: [&str; 2] = ["models/demo", "models/fixture-tiny"];
@@ -69,6 +80,13 @@ struct CaptionArgs {
 }
 
 #[derive(Debug)]
+struct EvalArgs {
+    common: CommonArgs,
+    images: PathBuf,
+    references: PathBuf,
+}
+
+#[derive(Debug)]
 struct BenchArgs {
     common: CommonArgs,
     image: Option<PathBuf>,
@@ -82,6 +100,7 @@ enum Command {
     Help,
     Version,
     Caption(CaptionArgs),
+    Eval(EvalArgs),
     Bench(BenchArgs),
     Run(PathBuf),
     CheckConfig(PathBuf),
@@ -105,6 +124,7 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Command::Caption(args) => caption(&args),
+        Command::Eval(args) => evaluate(&args).map(|()| true),
         Command::Bench(args) => bench(&args),
         // Before the logger is installed (a bad file) only standard error can say what went wrong.
         Command::Run(path) => run(&path).map(|()| true),
@@ -193,6 +213,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Command, String> {
         Some("-h" | "--help" | "help") => Ok(Command::Help),
         Some("-V" | "--version") => Ok(Command::Version),
         Some("caption") => parse_caption(args),
+        Some("eval") => parse_eval(args),
         Some("bench") => parse_bench(args),
         Some("run") => match (args.next(), args.next(), args.next()) {
             (Some(flag), Some(file), None) if flag == "--config" => {
@@ -233,6 +254,43 @@ fn parse_caption(args: impl Iterator<Item = OsString>) -> Result<Command, String
     parsed.images = images;
     parsed.max_tokens = max_tokens;
     Ok(Command::Caption(parsed))
+}
+
+fn parse_eval(args: impl Iterator<Item = OsString>) -> Result<Command, String> {
+    let mut common = CommonArgs::default();
+    let mut positional = Vec::new();
+    let (mut images, mut references) = (None, None);
+    let walked = walk_args(
+        args,
+        &mut common,
+        |arg| positional.push(arg),
+        |name, value| {
+            match name {
+                "--images" => images = Some(PathBuf::from(value("a folder")?)),
+                "--references" => references = Some(PathBuf::from(value("a JSON file")?)),
+                _ => return Ok(Parsed::Unknown),
+            }
+            Ok(Parsed::Taken)
+        },
+    )?;
+    if let Parsed::Help = walked {
+        return Ok(Command::Help);
+    }
+    if let Some(arg) = positional.first() {
+        return Err(format!(
+            "eval takes no positional arguments (got `{}`); the images come from --images DIR",
+            arg.to_string_lossy()
+        ));
+    }
+    match (images, references) {
+        (Some(images), Some(references)) => Ok(Command::Eval(EvalArgs {
+            common,
+            images,
+            references,
+        })),
+        (None, _) => Err("eval needs --images DIR".into()),
+        (_, None) => Err("eval needs --references FILE".into()),
+    }
 }
 
 fn parse_bench(args: impl Iterator<Item = OsString>) -> Result<Command, String> {
@@ -375,6 +433,79 @@ fn caption(args: &CaptionArgs) -> Result<bool> {
         }
     }
     Ok(all_ok)
+}
+
+/// Captions every image the references file lists (sorted by name), then scores the captions. Any failure (the
+/// references file, a listed image missing or unreadable, the bundle) ends the run: a skipped image would change
+/// the score.
+fn evaluate(args: &EvalArgs) -> Result<()> {
+    let listed = eval::read_references(&args.references)?;
+    let paths = eval::image_paths(&args.images, &listed, &args.references)?;
+    let ignored = eval::unlisted_images(&args.images, &listed)?;
+
+    let dir = model_dir(&args.common)?;
+    let bundle = Bundle::open(&dir)?;
+    let captioner = Captioner::load(&bundle, args.common.precision.as_deref())?;
+    let mut config = captioner.search_config().clone();
+    config.beam_size = args.common.beam.unwrap_or(config.beam_size);
+    captioner
+        .check_search(&config)
+        .with_context(|| format!("{}", dir.display()))?;
+
+    let mut captions = Vec::with_capacity(listed.len());
+    for (image, path) in listed.iter().zip(&paths) {
+        let pixels = preprocess::load_rgb(path)?;
+        let caption = captioner
+            .caption(&pixels, &config)
+            .with_context(|| format!("{}: captioning failed", path.display()))?;
+        if args.common.json {
+            let record = json!({"file": image.name, "caption": caption.text, "references": image.references});
+            println!("{record}");
+        } else {
+            println!("{}: {}", image.name, caption.text);
+        }
+        captions.push(caption.text);
+    }
+    let references: Vec<Vec<String>> = listed.iter().map(|l| l.references.clone()).collect();
+    let scores = metrics::score_captions(&captions, &references)?;
+
+    if args.common.json {
+        let summary = json!({
+            "images": scores.captions,
+            "ignored": ignored,
+            "scores": {"bleu4": scores.bleu4, "rouge_l": scores.rouge_l, "cider_d": scores.cider_d},
+            "model": dir.display().to_string(),
+            "precision": captioner.precision(),
+            "beam_size": config.beam_size,
+        });
+        println!("{summary}");
+    } else {
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        println!(
+            "\n{} image{} from {} scored against {}; {ignored} other image{} in the folder ignored",
+            scores.captions,
+            plural(scores.captions),
+            args.images.display(),
+            args.references.display(),
+            plural(ignored),
+        );
+        println!(
+            "model {} ({}, {}, beam {})\n",
+            dir.display(),
+            bundle.manifest.name,
+            captioner.precision(),
+            config.beam_size
+        );
+        println!("| images | BLEU-4 | ROUGE-L | CIDEr-D |\n|---|---|---|---|");
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} |",
+            scores.captions,
+            100.0 * scores.bleu4,
+            100.0 * scores.rouge_l,
+            100.0 * scores.cider_d
+        );
+    }
+    Ok(())
 }
 
 /// The daemon: configuration, logging, model, then cameras until a signal.
