@@ -83,22 +83,8 @@ impl Captioner {
         })?;
         drop(bytes);
 
-        let e = &m.encoder;
-        let file = &variant.encoder.file;
-        let encoder = Encoder::load(
-            &bundle.path(file),
-            &bundle.read_verified(file)?,
-            e.input_size as usize,
-            e.embedding_size,
-        )?;
-        let file = &variant.mapper.file;
-        let mapper = Mapper::load(
-            &bundle.path(file),
-            &bundle.read_verified(file)?,
-            m.mapper.input_size,
-            m.mapper.prefix_length,
-            m.mapper.output_size,
-        )?;
+        // Largest optimisation transient first, while little else is resident: optimising an int8 graph briefly
+        // holds several times its weights (BENCHMARKS.md, "Memory"), so the order sets the peak.
         let file = &variant.decoder.file;
         let shape = DecoderShape {
             layers: d.layers,
@@ -108,9 +94,25 @@ impl Captioner {
         };
         let decoder = Decoder::load(
             &bundle.path(file),
-            &bundle.read_verified(file)?,
+            bundle.read_verified(file)?,
             shape,
             table,
+        )?;
+        let file = &variant.mapper.file;
+        let mapper = Mapper::load(
+            &bundle.path(file),
+            bundle.read_verified(file)?,
+            m.mapper.input_size,
+            m.mapper.prefix_length,
+            m.mapper.output_size,
+        )?;
+        let e = &m.encoder;
+        let file = &variant.encoder.file;
+        let encoder = Encoder::load(
+            &bundle.path(file),
+            bundle.read_verified(file)?,
+            e.input_size as usize,
+            e.embedding_size,
         )?;
 
         Ok(Captioner {

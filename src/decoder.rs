@@ -30,7 +30,7 @@ pub struct Decoder {
 impl Decoder {
     pub fn load(
         path: &Path,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         shape: DecoderShape,
         table: TokenEmbeddings,
     ) -> Result<Decoder> {

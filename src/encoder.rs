@@ -13,7 +13,7 @@ pub struct Encoder {
 impl Encoder {
     pub fn load(
         path: &Path,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         input_size: usize,
         embedding_size: usize,
     ) -> Result<Encoder> {

@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, ensure};
+use prost::Message;
+use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_hir::infer::GenericFactoid;
@@ -11,13 +13,20 @@ pub type Plan = Arc<TypedRunnableModel>;
 
 /// Parses an ONNX graph. The file's output shapes and intermediate value info are ignored: exporters write
 /// symbolic dims there (`past + seq`, fresh `unk__` names) that clash with the facts we declare, and tract
-/// infers them anyway.
-pub fn parse(path: &Path, bytes: &[u8]) -> Result<InferenceModel> {
+/// infers them anyway. Takes the file's bytes so that they are freed once parsed, before optimisation makes its
+/// own transient copies of the weights: the peak memory of loading is the daemon's peak (BENCHMARKS.md).
+pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<InferenceModel> {
+    let invalid =
+        |e: &dyn std::fmt::Display| anyhow!("{}: not a valid ONNX graph: {e:#}", path.display());
+    // Decoding copies every weight out of the file's bytes, and translating copies them again into tensors: free
+    // the bytes in between, so that at most two copies are alive (tract's `model_for_read` keeps three).
+    let proto = ModelProto::decode(bytes.as_slice()).map_err(|e| invalid(&e))?;
+    drop(bytes);
     tract_onnx::onnx()
         .with_ignore_output_shapes(true)
         .with_ignore_value_info(true)
-        .model_for_read(&mut &bytes[..])
-        .map_err(|e| anyhow!("{}: not a valid ONNX graph: {e:#}", path.display()))
+        .model_for_proto_model(&proto)
+        .map_err(|e| invalid(&e))
 }
 
 /// Reorders the graph's inputs and outputs to the given names, so callers can address them by position.
@@ -174,7 +183,7 @@ pub struct FixedGraph {
 impl FixedGraph {
     pub fn load(
         path: &Path,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         (input, input_shape): (&str, &[usize]),
         (output, output_shape): (&str, &[usize]),
     ) -> Result<FixedGraph> {

@@ -13,7 +13,7 @@ pub struct Mapper {
 impl Mapper {
     pub fn load(
         path: &Path,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         input_size: usize,
         prefix_length: usize,
         width: usize,
