@@ -13,6 +13,7 @@ from capdec_toolkit.scene_world import (
     names_main_object,
     relation,
     sample_scenes,
+    sample_sibling_pairs,
 )
 
 
@@ -65,3 +66,19 @@ def test_relations_follow_the_layout_and_pictures_show_the_main_colour() -> None
             expected = {"above": other.y > main.y, "below": other.y < main.y,
                         "to the left of": other.x > main.x, "to the right of": other.x < main.x}
             assert expected[relation(scene)]
+
+
+def test_shape_siblings_differ_only_in_shapes_and_stay_in_training() -> None:
+    scenes = sample_sibling_pairs(200, seed=6)
+    assert len(scenes) == 400
+    for scene, sibling in zip(scenes[::2], scenes[1::2]):
+        assert not is_held_out(scene) and not is_held_out(sibling)
+        assert sibling.main.shape != scene.main.shape
+        assert (sibling.kind, sibling.background, sibling.seed) == (scene.kind, scene.background, scene.seed)
+        for item, twin in zip(scene.items, sibling.items):
+            assert (item.colour, item.size, item.x, item.y, item.radius) == (
+                twin.colour, twin.size, twin.x, twin.y, twin.radius
+            )
+        if scene.kind == "pair":
+            assert sibling.items[0].shape == sibling.items[1].shape
+        assert all(names_main_object(text, sibling) for text in captions(sibling))

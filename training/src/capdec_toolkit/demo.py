@@ -31,7 +31,15 @@ from .mapper import MapperConfig, MapperKind
 from .metrics import score_captions
 from .reference import OrtCaptioner
 from .scene_render import render
-from .scene_world import COLOURS, SHAPES, Scene, captions, names_main_object, sample_scenes
+from .scene_world import (
+    COLOURS,
+    SHAPES,
+    Scene,
+    captions,
+    names_main_object,
+    sample_scenes,
+    sample_sibling_pairs,
+)
 from .small_clip import (
     SmallClipOptions,
     build_small_clip,
@@ -68,12 +76,12 @@ class DemoOptions:
     scenes: Path  # shipped held-out scenes for the Rust integration test
     examples: Path
     seed: int = 20261127
-    train_scenes: int = 10000
+    train_scenes: int = 10000  # with `clip.sibling_pairs`, half of them the shape siblings of the other half
     decoder_captions: int = 20000  # the text corpus: this many distinct captions of the training scenes
     eval_scenes: int = 150
     shipped_scenes: int = 60
     variances: tuple[float, ...] = PAPER_VARIANCES
-    clip: SmallClipOptions = SmallClipOptions(steps=1000)
+    clip: SmallClipOptions = SmallClipOptions(steps=1500, sibling_pairs=True)
     decoder: DecoderOptions = field(default_factory=DecoderOptions)
 
 
@@ -187,7 +195,10 @@ def run_demo(options: DemoOptions) -> DemoReport:
     work = options.work
     work.mkdir(parents=True, exist_ok=True)
 
-    train_scenes = sample_scenes(options.train_scenes, options.seed, held_out=False)
+    if options.clip.sibling_pairs:
+        train_scenes = sample_sibling_pairs(options.train_scenes // 2, options.seed)
+    else:
+        train_scenes = sample_scenes(options.train_scenes, options.seed, held_out=False)
     eval_scenes = sample_scenes(options.eval_scenes, options.seed + 1, held_out=True)
     train_captions = [captions(scene) for scene in train_scenes]
     train_pixels = image_pixels([render(scene) for scene in train_scenes], options.clip.image_size)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Literal
 
 SceneKind = Literal["single", "two", "pair", "three"]
@@ -132,6 +132,37 @@ def sample_scene(rng: random.Random) -> Scene:
         for (colour, shape), size, (x, y), radius in zip(objects, sizes, centres, radii)
     )
     return Scene(kind, items, background, rng.getrandbits(31))
+
+
+def shape_sibling(scene: Scene, rng: random.Random) -> Scene | None:
+    """The same scene (layout, colours, background, clutter and noise) with the main object in another shape, and
+    each other object re-shaped at random: a hard negative that only its shapes tell apart. None when every
+    candidate falls in the held-out split."""
+    candidates = [shape for shape in SHAPES if shape != scene.main.shape]
+    rng.shuffle(candidates)
+    for shape in candidates:
+        items = tuple(
+            replace(item, shape=shape)
+            if index == 0 or scene.kind == "pair"
+            else replace(item, shape=rng.choice(SHAPES))
+            for index, item in enumerate(scene.items)
+        )
+        sibling = replace(scene, items=items)
+        if not is_held_out(sibling):
+            return sibling
+    return None
+
+
+def sample_sibling_pairs(count: int, seed: int) -> list[Scene]:
+    """`count` training scenes, each followed by its `shape_sibling`."""
+    rng = random.Random(seed)
+    scenes: list[Scene] = []
+    while len(scenes) < 2 * count:
+        scene = sample_scene(rng)
+        sibling = None if is_held_out(scene) else shape_sibling(scene, rng)
+        if sibling is not None:
+            scenes += [scene, sibling]
+    return scenes
 
 
 def sample_scenes(count: int, seed: int, held_out: bool) -> list[Scene]:

@@ -41,6 +41,10 @@ class SmallClipOptions:
     # Real CLIP's learned temperature reaches its 1/100 clamp early in a long training; this short one starts there
     # (and keeps learning it), since a low temperature is what preserves the modality gap (Liang et al., 2022).
     initial_temperature: float = 0.01
+    # Training rows come in pairs (2k, 2k + 1) of scenes that differ only in their shapes (`sample_sibling_pairs`),
+    # and a batch holds whole pairs. Without them, colours, layout and background tell a batch's scenes apart so
+    # well that the loss never asks for shapes: a 1000-step run knew colours 97% but shapes 33%.
+    sibling_pairs: bool = False
     seed: int = 0
 
 
@@ -115,7 +119,11 @@ def train_small_clip(
     for step in range(options.steps):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(options, step)
-        scenes = torch.randint(len(scene_captions), (options.batch_size,), generator=generator)
+        if options.sibling_pairs:
+            pairs = torch.randint(len(scene_captions) // 2, (options.batch_size // 2,), generator=generator)
+            scenes = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).reshape(-1)
+        else:
+            scenes = torch.randint(len(scene_captions), (options.batch_size,), generator=generator)
         choice = torch.rand(options.batch_size, generator=generator)
         rows = [
             int(first_index[s]) + int(c * len(scene_captions[s])) for s, c in zip(scenes.tolist(), choice.tolist())
