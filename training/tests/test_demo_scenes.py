@@ -20,3 +20,11 @@ def test_shipped_scenes_have_references_that_name_their_main_object() -> None:
         for text in scene["references"]:
             assert first_colour_and_shape(text) == (scene["main_colour"], scene["main_shape"])
     assert sum(path.stat().st_size for path in SCENES.iterdir()) < 2_000_000
+
+
+def test_the_demo_command_runs_the_recipe_by_default() -> None:
+    from capdec_toolkit.cli import parser
+    from capdec_toolkit.demo import DEMO_CLIP, DEMO_TRAIN_SCENES
+
+    args = parser().parse_args(["demo", "--out", "bundle", "--work", "work"])
+    assert args.clip_steps == DEMO_CLIP.steps and args.train_scenes == DEMO_TRAIN_SCENES

@@ -10,6 +10,7 @@ from pathlib import Path
 from .bundle import Bundle, BundleError
 from .checkpoint import CapDecConfig, CapDecModel, CheckpointError, load_checkpoint, save_checkpoint
 from .clip_models import ClipError, load_clip
+from .demo import DEMO_CLIP, DEMO_TRAIN_SCENES
 from .export import ExportOptions, drift_report, export_bundle, format_drift, write_report
 from .gpt2 import Gpt2Config
 from .mapper import MapperConfig
@@ -107,7 +108,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     from .demo import DecoderOptions, DemoOptions, run_demo
     from .demo_report import ablation_table
-    from .small_clip import SmallClipOptions
 
     decoder = DecoderOptions(mapper=args.mapper)
     options = DemoOptions(
@@ -121,7 +121,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         decoder_captions=args.decoder_captions,
         eval_scenes=args.eval_scenes,
         variances=tuple(float(value) for value in args.variances.split(",")),
-        clip=SmallClipOptions(steps=args.clip_steps, seed=args.seed),
+        clip=replace(DEMO_CLIP, steps=args.clip_steps, seed=args.seed),
         decoder=replace(decoder, training=replace(decoder.training, epochs=args.decoder_epochs)),
     )
     report = run_demo(options)
@@ -217,10 +217,10 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenes", type=Path, default=Path("tests/data/demo-scenes"), help="held-out test scenes")
     demo.add_argument("--examples", type=Path, default=Path("examples"))
     demo.add_argument("--seed", type=int, default=20261127)
-    demo.add_argument("--train-scenes", type=int, default=10000)
+    demo.add_argument("--train-scenes", type=int, default=DEMO_TRAIN_SCENES)
     demo.add_argument("--decoder-captions", type=int, default=20000, help="size of the decoder's text corpus")
     demo.add_argument("--eval-scenes", type=int, default=150)
-    demo.add_argument("--clip-steps", type=int, default=1000)
+    demo.add_argument("--clip-steps", type=int, default=DEMO_CLIP.steps)
     demo.add_argument("--decoder-epochs", type=int, default=1)
     demo.add_argument("--variances", default="0,0.001,0.016,0.1", help="the noise ablation, comma-separated")
     demo.add_argument("--mapper", choices=("mlp", "transformer"), default="transformer")
