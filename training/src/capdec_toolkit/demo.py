@@ -62,7 +62,9 @@ MAX_TOKENS = 40
 
 @dataclass(frozen=True)
 class DecoderOptions:
-    mapper: MapperKind = "transformer"
+    # The MLP mapper: fed the clean text embeddings of held-out captions, a transformer-mapper decoder trained for
+    # 1200 steps named the main object in 22% of them (it wrote the colour and a habitual shape), the MLP mapper in 98%.
+    mapper: MapperKind = "mlp"
     prefix_length: int = 10
     mapper_layers: int = 4
     mapper_heads: int = 4
@@ -70,7 +72,7 @@ class DecoderOptions:
     heads: int = 2
     # 32 keeps fp32 and int8 together under 25 MB: the 50,257-token vocabulary costs 50257 * width values twice.
     width: int = 32
-    training: TrainOptions = TrainOptions(epochs=1, batch_size=32, learning_rate=2e-3)
+    training: TrainOptions = TrainOptions(epochs=2, batch_size=32, learning_rate=2e-3)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,12 @@ def _verdict(report: DemoReport) -> str:
     )
 
 
+def _mapper_description(decoder: dict[str, Any]) -> str:
+    if decoder["mapper"] == "mlp":
+        return f"MLP mapper (prefix {decoder['prefix_length']}, one tanh hidden layer)"
+    return f"transformer mapper (prefix {decoder['prefix_length']}, {decoder['mapper_layers']} layers)"
+
+
 def render_markdown(report: DemoReport) -> str:
     options, modality = report.options, report.modality
     clip, decoder = options["clip"], options["decoder"]
@@ -158,9 +164,8 @@ holds, so this bounds the main-object accuracy below.
 
 ## CapDec, trained on text only
 
-The decoder: CapDec's {decoder["mapper"]} mapper (prefix {decoder["prefix_length"]}, {decoder["mapper_layers"]}
-layers) and a {decoder["layers"]}-layer GPT-2 of width {decoder["width"]} with the real 50,257-token vocabulary,
-both trained from scratch by `train.train` on the training scenes' captions only ({training["epochs"]} epoch,
+The decoder: CapDec's {_mapper_description(decoder)} and a {decoder["layers"]}-layer GPT-2 of width {decoder["width"]} with the real 50,257-token vocabulary,
+both trained from scratch by `train.train` on the training scenes' captions only ({training["epochs"]} epochs,
 batch {training["batch_size"]}, learning rate {training["learning_rate"]}): each caption's CLIP text embedding,
 L2-normalised, plus Gaussian noise of the given variance, normalised again. Images are used only to evaluate. Every
 variance uses the same seeds, data and budget.
