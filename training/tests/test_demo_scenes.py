@@ -24,7 +24,8 @@ def test_shipped_scenes_have_references_that_name_their_main_object() -> None:
 
 def test_the_demo_command_runs_the_recipe_by_default() -> None:
     from capdec_toolkit.cli import parser
-    from capdec_toolkit.demo import DEMO_CLIP, DEMO_TRAIN_SCENES
+    from capdec_toolkit.demo import DEMO_CLIP, DEMO_TRAIN_SCENES, DecoderOptions
 
     args = parser().parse_args(["demo", "--out", "bundle", "--work", "work"])
     assert args.clip_steps == DEMO_CLIP.steps and args.train_scenes == DEMO_TRAIN_SCENES
+    assert args.mapper == DecoderOptions().mapper and args.decoder_epochs == DecoderOptions().training.epochs

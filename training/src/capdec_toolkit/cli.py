@@ -10,7 +10,7 @@ from pathlib import Path
 from .bundle import Bundle, BundleError
 from .checkpoint import CapDecConfig, CapDecModel, CheckpointError, load_checkpoint, save_checkpoint
 from .clip_models import ClipError, load_clip
-from .demo import DEMO_CLIP, DEMO_TRAIN_SCENES
+from .demo import DEMO_CLIP, DEMO_TRAIN_SCENES, DecoderOptions
 from .export import ExportOptions, drift_report, export_bundle, format_drift, write_report
 from .gpt2 import Gpt2Config
 from .mapper import MapperConfig
@@ -106,7 +106,7 @@ def cmd_metric_goldens(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from .demo import DecoderOptions, DemoOptions, run_demo
+    from .demo import DemoOptions, run_demo
     from .demo_report import ablation_table
 
     decoder = DecoderOptions(mapper=args.mapper)
@@ -221,9 +221,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--decoder-captions", type=int, default=20000, help="size of the decoder's text corpus")
     demo.add_argument("--eval-scenes", type=int, default=150)
     demo.add_argument("--clip-steps", type=int, default=DEMO_CLIP.steps)
-    demo.add_argument("--decoder-epochs", type=int, default=1)
+    demo.add_argument("--decoder-epochs", type=int, default=DecoderOptions().training.epochs)
     demo.add_argument("--variances", default="0,0.001,0.016,0.1", help="the noise ablation, comma-separated")
-    demo.add_argument("--mapper", choices=("mlp", "transformer"), default="transformer")
+    demo.add_argument("--mapper", choices=("mlp", "transformer"), default=DecoderOptions().mapper)
     demo.set_defaults(run=cmd_demo)
 
     realsize = commands.add_parser("realsize", help="generate and check the real-size random bundles")
