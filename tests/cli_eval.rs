@@ -91,7 +91,7 @@ fn demo_scenes_summary_is_the_library_score_of_the_printed_captions() {
     }
 
     let scores = score_captions(&captions, &references).expect("scores");
-    assert_eq!(summary["images"], 60);
+    assert_eq!(summary["images"], 150);
     assert_eq!(summary["ignored"], 0);
     assert_eq!(summary["precision"], "int8");
     assert_eq!(summary["beam_size"], 5);

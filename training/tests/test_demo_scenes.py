@@ -19,7 +19,7 @@ def test_shipped_scenes_have_references_that_name_their_main_object() -> None:
         assert scene["main_colour"] in COLOURS and scene["main_shape"] in SHAPES
         for text in scene["references"]:
             assert first_colour_and_shape(text) == (scene["main_colour"], scene["main_shape"])
-    assert sum(path.stat().st_size for path in SCENES.iterdir()) < 2_000_000
+    assert sum(path.stat().st_size for path in SCENES.iterdir()) < 4_000_000
 
 
 def test_the_demo_command_runs_the_recipe_by_default() -> None:

@@ -159,8 +159,9 @@ embeddings is fed an image embedding from the other region: that is the gap the 
 
 What the image embedding holds about the main object, probed zero-shot (each held-out image's nearest text among
 the 35 "a large <colour> <shape>."): colour right {100 * report.probe.colour:.1f}%, shape right
-{100 * report.probe.shape:.1f}%, both {100 * report.probe.both:.1f}%. A decoder can name no more than the embedding
-holds, so this bounds the main-object accuracy below.
+{100 * report.probe.shape:.1f}%, both {100 * report.probe.both:.1f}%. The probe only asks which of 35 short texts
+is nearest, so it understates what the embedding holds: a decoder that reads the whole embedding can name the main
+object more often (below). When the probe was near chance on shapes, no decoder named them either.
 
 ## CapDec, trained on text only
 
