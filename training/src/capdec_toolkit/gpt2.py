@@ -55,7 +55,7 @@ class Attention(nn.Module):
         self, x: Tensor, position_ids: Tensor, past_key: Tensor, past_value: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         batch, seq, width = x.shape
-        query, key, value = self.c_attn(x).split(width, dim=2)
+        query, key, value = self.c_attn(x.reshape(batch * seq, width)).view(batch, seq, 3 * width).split(width, dim=2)
         query = query.view(batch, seq, self.heads, self.head_dim).transpose(1, 2)
         key = torch.cat([past_key, key.view(batch, seq, self.heads, self.head_dim).transpose(1, 2)], dim=2)
         value = torch.cat([past_value, value.view(batch, seq, self.heads, self.head_dim).transpose(1, 2)], dim=2)
@@ -65,8 +65,8 @@ class Attention(nn.Module):
         allowed = key_positions.view(1, 1, 1, -1) <= position_ids.view(batch, 1, seq, 1)
         scores = torch.where(allowed, scores, torch.full_like(scores, torch.finfo(scores.dtype).min))
         attended = torch.softmax(scores, dim=-1) @ value
-        attended = attended.transpose(1, 2).reshape(batch, seq, width)
-        return self.c_proj(attended), key, value
+        attended = attended.transpose(1, 2).reshape(batch * seq, width)
+        return self.c_proj(attended).view(batch, seq, width), key, value
 
 
 class Mlp(nn.Module):
@@ -76,7 +76,8 @@ class Mlp(nn.Module):
         self.c_proj = Conv1D(4 * config.width, config.width)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.c_proj(gelu_new(self.c_fc(x)))
+        rows = x.reshape(-1, x.shape[-1])
+        return self.c_proj(gelu_new(self.c_fc(rows))).view(x.shape)
 
 
 class Block(nn.Module):
