@@ -54,14 +54,17 @@ pub fn search(first: &[f32], model: &mut dyn Step, config: &SearchConfig) -> Res
     }
 }
 
-/// `log_softmax` in f64: ranking compares sums of these, and f32 rounding would reorder near-ties.
-pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
-    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
-    let log_sum = max + sum.ln();
-    logits.iter().map(|&x| x as f64 - log_sum).collect()
+/// The softmax's normaliser, log(sum(exp(logits))): a token's log-probability is its logit minus this, in f64
+/// because ranking compares sums of log-probabilities and f32 rounding would reorder near-ties. Only the
+/// exponentials are f32 (over GPT-2's 50,257 tokens for every beam, f64's cost a tenth of a caption): that moves
+/// the result by about 1e-7, less than tract's logits themselves differ from onnxruntime's (~1e-6).
+pub fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max.is_infinite() {
+        return f64::from(max);
+    }
+    let sum: f64 = logits.iter().map(|&x| f64::from((x - max).exp())).sum();
+    f64::from(max) + sum.ln()
 }
 
 fn greedy(first: &[f32], model: &mut dyn Step, config: &SearchConfig) -> Result<Hypothesis> {
@@ -72,7 +75,7 @@ fn greedy(first: &[f32], model: &mut dyn Step, config: &SearchConfig) -> Result<
     let mut logits = first.to_vec();
     loop {
         let token = argmax(&logits);
-        hyp.score += log_softmax(&logits)[token as usize];
+        hyp.score += f64::from(logits[token as usize]) - log_sum_exp(&logits);
         hyp.tokens.push(token);
         if config.ends(token) || hyp.tokens.len() >= config.max_tokens {
             break;
@@ -139,10 +142,10 @@ fn beam(first: &[f32], model: &mut dyn Step, config: &SearchConfig) -> Result<Hy
         }
     };
 
-    let log_probs = log_softmax(first);
-    let mut beams: Vec<Beam> = best_tokens(&log_probs, config.beam_size, |lp| lp)
+    let log_sum = log_sum_exp(first);
+    let mut beams: Vec<Beam> = best_tokens(first, config.beam_size)
         .into_iter()
-        .map(|(token, lp)| extend(None, token, lp, 0))
+        .map(|(token, logit)| extend(None, token, f64::from(logit) - log_sum, 0))
         .collect();
     let mut length = 1;
     while length < config.max_tokens {
@@ -176,12 +179,12 @@ fn beam(first: &[f32], model: &mut dyn Step, config: &SearchConfig) -> Result<Hy
                 });
                 continue;
             }
-            let log_probs = log_softmax(rows.next().map_or(&[][..], Vec::as_slice));
-            // Within one beam every candidate has the same length and source, so only its B best can survive.
-            for (token, lp) in best_tokens(&log_probs, config.beam_size, |lp| {
-                key(b.score + lp, b.tokens.len() + 1)
-            }) {
-                let score = b.score + lp;
+            let row = rows.next().map_or(&[][..], Vec::as_slice);
+            let log_sum = log_sum_exp(row);
+            // Within one beam every candidate has the same length and source, and its key grows with its logit, so
+            // only the B highest logits can survive.
+            for (token, logit) in best_tokens(row, config.beam_size) {
+                let score = b.score + (f64::from(logit) - log_sum);
                 candidates.push(Candidate {
                     key: key(score, b.tokens.len() + 1),
                     source,
@@ -217,25 +220,24 @@ fn beam(first: &[f32], model: &mut dyn Step, config: &SearchConfig) -> Result<Hy
     })
 }
 
-/// The `n` (token, log-probability) pairs with the highest `rank(log-probability)`, lowest id first on ties,
-/// in ranking order. A bounded insertion keeps it linear in the vocabulary.
-fn best_tokens(log_probs: &[f64], n: usize, rank: impl Fn(f64) -> f64) -> Vec<(u32, f64)> {
-    let mut best: Vec<(f64, u32, f64)> = Vec::with_capacity(n + 1);
-    for (token, &lp) in log_probs.iter().enumerate() {
-        let k = rank(lp);
-        // Ids arrive in increasing order, so an equal key never displaces an earlier (lower) id.
+/// The `n` (token, logit) pairs with the highest logits, lowest id first on ties, in ranking order. A bounded
+/// insertion keeps it linear in the vocabulary.
+fn best_tokens(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
+    for (token, &logit) in logits.iter().enumerate() {
+        // Ids arrive in increasing order, so an equal logit never displaces an earlier (lower) id.
         if best.len() == n
             && best
                 .last()
-                .is_some_and(|&(worst, _, _)| k.total_cmp(&worst) != Ordering::Greater)
+                .is_some_and(|&(_, worst)| logit.total_cmp(&worst) != Ordering::Greater)
         {
             continue;
         }
-        let at = best.partition_point(|&(other, _, _)| other.total_cmp(&k) != Ordering::Less);
-        best.insert(at, (k, token as u32, lp));
+        let at = best.partition_point(|&(_, other)| other.total_cmp(&logit) != Ordering::Less);
+        best.insert(at, (token as u32, logit));
         best.truncate(n);
     }
-    best.into_iter().map(|(_, token, lp)| (token, lp)).collect()
+    best
 }
 
 #[cfg(test)]
@@ -294,10 +296,31 @@ mod tests {
     }
 
     #[test]
-    fn log_softmax_is_normalised_and_stable() {
-        let lp = log_softmax(&[1000.0, 1000.0, f32::NEG_INFINITY]);
-        assert!((lp[0] - (0.5f64).ln()).abs() < 1e-12);
-        assert_eq!(lp[2], f64::NEG_INFINITY);
+    fn log_sum_exp_is_stable_and_close_to_f64() {
+        let log_sum = log_sum_exp(&[1000.0, 1000.0, f32::NEG_INFINITY]);
+        assert!((1000.0 - log_sum - 0.5f64.ln()).abs() < 1e-12);
+        assert_eq!(f64::from(f32::NEG_INFINITY) - log_sum, f64::NEG_INFINITY);
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 2]), f64::NEG_INFINITY);
+
+        // A vocabulary's worth of logits spread like a decoder's, against the all-f64 computation.
+        let logits: Vec<f32> = (0..50_257u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) % 10_000) as f32 / 10_000.0 - 0.5) * 30.0)
+            .collect();
+        let max = logits
+            .iter()
+            .map(|&x| f64::from(x))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let exact = max
+            + logits
+                .iter()
+                .map(|&x| (f64::from(x) - max).exp())
+                .sum::<f64>()
+                .ln();
+        assert!(
+            (log_sum_exp(&logits) - exact).abs() < 1e-6,
+            "{} vs {exact}",
+            log_sum_exp(&logits)
+        );
     }
 
     #[test]
@@ -377,16 +400,16 @@ mod tests {
     #[test]
     fn beam_search_ties_go_to_lower_source_then_lower_token() {
         assert_eq!(
-            best_tokens(&[-1.0, -0.5, -0.5, -2.0], 2, |x| x),
+            best_tokens(&[-1.0, -0.5, -0.5, -2.0], 2),
             vec![(1, -0.5), (2, -0.5)]
         );
         assert_eq!(
-            best_tokens(&[-1.0, -0.5, -0.5, -0.1], 3, |x| x),
+            best_tokens(&[-1.0, -0.5, -0.5, -0.1], 3),
             vec![(3, -0.1), (1, -0.5), (2, -0.5)]
         );
         assert_eq!(
-            best_tokens(&[f64::NEG_INFINITY; 3], 2, |x| x),
-            vec![(0, f64::NEG_INFINITY), (1, f64::NEG_INFINITY)]
+            best_tokens(&[f32::NEG_INFINITY; 3], 2),
+            vec![(0, f32::NEG_INFINITY), (1, f32::NEG_INFINITY)]
         );
         // Two identical beams: the survivors come from the lower source.
         let rows = vec![
