@@ -59,6 +59,18 @@ impl Decoder {
         let batch = graph::axis_symbol(&model, 0, 0, "batch")?;
         let seq = graph::axis_symbol(&model, 0, 1, "seq")?;
         let past_len = graph::axis_symbol(&model, 2, 2, "past")?;
+        // Bounds let tract prove shapes non-empty, which some of its faster ops require: multiplying the int8
+        // products by their scale takes a vectorised by-scalar kernel instead of a broadcasting loop.
+        for bound in [
+            format!("{batch}>=1"),
+            format!("{seq}>=1"),
+            format!("{past_len}>=0"),
+        ] {
+            model
+                .symbols
+                .add_assertion(bound.as_str())
+                .with_context(|| format!("{}: cannot declare {bound}", path.display()))?;
+        }
         let head_dim = (width / heads).to_dim();
         model.set_input_fact(
             0,
@@ -214,6 +226,33 @@ fn gather_rows(cache: &[TValue], sources: &[usize]) -> Result<Vec<TValue>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int8_decoder_runs_the_faster_rewrites() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixture-tiny/decoder.int8.onnx");
+        let bytes = std::fs::read(&path).unwrap();
+        let shape = DecoderShape {
+            layers: 2,
+            heads: 2,
+            width: 32,
+            vocab_size: 50257,
+        };
+        let table = TokenEmbeddings::from_f32_bytes(&vec![0; 50257 * 32 * 4], 50257, 32).unwrap();
+        let decoder = Decoder::load(&path, bytes, shape, table).unwrap();
+        let ops: Vec<String> = decoder
+            .plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        let count = |name: &str| ops.iter().filter(|op| *op == name).count();
+        assert_eq!(count("GeluApproximate"), 2, "{ops:?}");
+        assert_eq!(count("PowConst"), 0, "{ops:?}");
+        assert!(count("DynamicQuantizeU8") > 0, "{ops:?}");
+        assert_eq!(count("DynamicQuantizeLinearU8"), 0, "{ops:?}");
+    }
 
     #[test]
     fn gather_reorders_and_duplicates_rows() {

@@ -6,13 +6,10 @@ use anyhow::{Context, Result, anyhow, ensure};
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::model::TypedModelHelpers;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::konst::Const;
-use tract_onnx::tract_core::ops::math::{Add, Mul, PowConst, Tanh};
-use tract_onnx::tract_core::ops::nn::gelu_approximate::gelu_approximate;
 use tract_onnx::tract_hir::infer::GenericFactoid;
+
+use crate::rewrite;
 
 pub type Plan = Arc<TypedRunnableModel>;
 
@@ -130,8 +127,9 @@ pub fn axis_symbol(
 pub fn compile(model: InferenceModel, path: &Path) -> Result<Plan> {
     let prepare = || -> TractResult<Plan> {
         let mut model = model.into_typed()?.into_decluttered()?;
-        fuse_gelu_new(&mut model)?;
+        rewrite::fuse_gelu_new(&mut model)?;
         let mut model = model.into_optimized()?;
+        rewrite::fast_dynamic_quantization(&mut model)?;
         fold_constants(&mut model)?;
         model.into_runnable()
     };
@@ -141,97 +139,6 @@ pub fn compile(model: InferenceModel, path: &Path) -> Result<Plan> {
             path.display()
         )
     })
-}
-
-/// Replaces GPT-2's `gelu_new`, `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))`, by tract's fused
-/// `GeluApproximate`. tract has this rewrite, but its `Pow` declutter turns `x^3` into `PowConst` before trying
-/// it, so it never fires; left alone, the eight element-wise ops (and `powf`) cost a quarter of a decoder step.
-fn fuse_gelu_new(model: &mut TypedModel) -> TractResult<()> {
-    let cubes: Vec<usize> = model
-        .nodes()
-        .iter()
-        .filter(|n| {
-            n.op_as::<ElementWiseOp>()
-                .and_then(|op| op.0.downcast_ref::<PowConst>())
-                .is_some_and(|pow| pow.exponent == 3.0)
-        })
-        .map(|n| n.id)
-        .collect();
-    for cube in cubes {
-        if let Some(patch) = gelu_new_patch(model, model.node(cube))? {
-            patch.apply(model)?;
-        }
-    }
-    model.compact()
-}
-
-/// The rewrite of one `gelu_new` found from its cube, or `None` when the cube's successors are anything else.
-fn gelu_new_patch(model: &TypedModel, cube: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
-    let x = cube.inputs[0];
-    let is_bin =
-        |node: &TypedNode, op: fn(&TypedBinOp) -> bool| node.op_as::<TypedBinOp>().is_some_and(op);
-    let is_mul = |op: &TypedBinOp| op.0.is::<Mul>();
-    let Some(scaled_cube) = model.find_succ_bin_with_const::<Mul>(cube, 0.044715) else {
-        return Ok(None);
-    };
-    let Some(inner) = model.find_succ_bin_with_outlet::<Add>(scaled_cube, &x) else {
-        return Ok(None);
-    };
-    let Some(scaled) =
-        model.find_succ_bin_with_const::<Mul>(inner, (2.0 / std::f32::consts::PI).sqrt())
-    else {
-        return Ok(None);
-    };
-    let Some(tanh) = model.single_succ(scaled.id)? else {
-        return Ok(None);
-    };
-    if !tanh
-        .op_as::<ElementWiseOp>()
-        .is_some_and(|op| op.0.is::<Tanh>())
-    {
-        return Ok(None);
-    }
-    let Some(one_plus) = model.find_succ_bin_with_const::<Add>(tanh, 1.0) else {
-        return Ok(None);
-    };
-    let Some(product) = model.single_succ(one_plus.id)? else {
-        return Ok(None);
-    };
-    if !is_bin(product, is_mul) {
-        return Ok(None);
-    }
-    // Either `(0.5 * x) * (1 + tanh(..))`, as torch exports it, or `(x * (1 + tanh(..))) * 0.5`.
-    let other = product
-        .inputs
-        .iter()
-        .find(|i| i.node != one_plus.id)
-        .copied();
-    let output = if other == Some(x) {
-        match model.find_succ_bin_with_const::<Mul>(product, 0.5) {
-            Some(half) => half.id,
-            None => return Ok(None),
-        }
-    } else {
-        let Some(half_x) = other.map(|o| model.node(o.node)) else {
-            return Ok(None);
-        };
-        if !is_bin(half_x, is_mul)
-            || !half_x.inputs.contains(&x)
-            || !model.matches_single_input_const(half_x, 0.5)
-        {
-            return Ok(None);
-        }
-        product.id
-    };
-    let mut patch = TypedModelPatch::default();
-    let input = patch.tap_model(model, x)?;
-    let gelu = patch.wire_node(
-        format!("{}.gelu_new", cube.name),
-        gelu_approximate(false),
-        &[input],
-    )?[0];
-    patch.shunt_outside(model, output.into(), gelu)?;
-    Ok(Some(patch))
 }
 
 /// tract's constant propagation declines to fold a subgraph whose output is both larger than its inputs and over
@@ -312,83 +219,5 @@ impl FixedGraph {
             output.shape()
         );
         Ok(output.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tract_onnx::tract_core::ops::math::{add, mul, pow_const, tanh};
-
-    /// `gelu_new` as torch exports it, over a [2, 5] input.
-    fn gelu_new_graph() -> TractResult<TypedModel> {
-        let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact([2, 5]))?;
-        let scalar = |model: &mut TypedModel, name: &str, value: f32| {
-            model.add_const(name, tensor2(&[[value]]))
-        };
-        let half = scalar(&mut model, "half", 0.5)?;
-        let coefficient = scalar(&mut model, "coefficient", 0.044715)?;
-        let sqrt_2_over_pi = scalar(
-            &mut model,
-            "sqrt_2_over_pi",
-            (2.0 / std::f32::consts::PI).sqrt(),
-        )?;
-        let one = scalar(&mut model, "one", 1.0)?;
-        let half_x = model.wire_node("half_x", mul(), &[x, half])?[0];
-        let cube = model.wire_node("cube", pow_const(3.0), &[x])?[0];
-        let scaled_cube = model.wire_node("scaled_cube", mul(), &[cube, coefficient])?[0];
-        let inner = model.wire_node("inner", add(), &[x, scaled_cube])?[0];
-        let scaled = model.wire_node("scaled", mul(), &[inner, sqrt_2_over_pi])?[0];
-        let tanh = model.wire_node("tanh", tanh(), &[scaled])?[0];
-        let one_plus = model.wire_node("one_plus", add(), &[tanh, one])?[0];
-        let out = model.wire_node("out", mul(), &[half_x, one_plus])?[0];
-        model.select_output_outlets(&[out])?;
-        Ok(model)
-    }
-
-    #[test]
-    fn gelu_new_is_fused_into_one_op_with_the_same_values() -> TractResult<()> {
-        let model = gelu_new_graph()?;
-        let mut fused = model.clone();
-        fuse_gelu_new(&mut fused)?;
-        let ops: Vec<String> = fused
-            .nodes()
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .collect();
-        assert_eq!(ops, ["Source", "GeluApproximate"], "{fused}");
-
-        let input = tensor2(&[[-6.0f32, -1.5, -0.3, 0.0, 0.2], [0.7, 1.0, 2.5, 4.0, 9.0]]);
-        let run = |model: TypedModel| -> TractResult<Vec<f32>> {
-            let output = model
-                .into_runnable()?
-                .run(tvec![input.clone().into_tvalue()])?;
-            Ok(output[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
-        };
-        for (expected, actual) in run(model)?.iter().zip(run(fused)?) {
-            assert!(
-                (expected - actual).abs() <= 1e-6 * expected.abs().max(1.0),
-                "{expected} vs {actual}"
-            );
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn a_cube_that_is_not_gelu_is_left_alone() -> TractResult<()> {
-        let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact([3]))?;
-        let cube = model.wire_node("cube", pow_const(3.0), &[x])?[0];
-        model.select_output_outlets(&[cube])?;
-        fuse_gelu_new(&mut model)?;
-        assert_eq!(model.nodes().len(), 2);
-        assert!(
-            model
-                .node(1)
-                .op_as::<ElementWiseOp>()
-                .is_some_and(|op| op.0.is::<PowConst>())
-        );
-        Ok(())
     }
 }

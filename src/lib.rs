@@ -22,6 +22,7 @@ pub mod mapper;
 pub mod metrics;
 pub mod preprocess;
 pub mod publish;
+pub mod rewrite;
 pub mod search;
 pub mod sources;
 pub mod tokenizer;

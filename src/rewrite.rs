@@ -1,0 +1,382 @@
+//! Rewrites of tract's typed graph that make our exported graphs run faster, each exact to what it replaces
+//! (BENCHMARKS.md, "Where a decoder step's time goes"): `graph` applies them while it compiles a graph.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::model::TypedModelHelpers;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::math::{Add, Mul, PowConst, Tanh};
+use tract_onnx::tract_core::ops::nn::gelu_approximate::gelu_approximate;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
+
+/// Replaces GPT-2's `gelu_new`, `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))`, by tract's fused
+/// `GeluApproximate`. tract has this rewrite, but its `Pow` declutter turns `x^3` into `PowConst` before trying
+/// it, so it never fires; left alone, the eight element-wise ops (and `powf`) cost a quarter of a decoder step.
+pub fn fuse_gelu_new(model: &mut TypedModel) -> TractResult<()> {
+    let cubes: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| {
+            n.op_as::<ElementWiseOp>()
+                .and_then(|op| op.0.downcast_ref::<PowConst>())
+                .is_some_and(|pow| pow.exponent == 3.0)
+        })
+        .map(|n| n.id)
+        .collect();
+    for cube in cubes {
+        if let Some(patch) = gelu_new_patch(model, model.node(cube))? {
+            patch.apply(model)?;
+        }
+    }
+    model.compact()
+}
+
+/// The rewrite of one `gelu_new` found from its cube, or `None` when the cube's successors are anything else.
+fn gelu_new_patch(model: &TypedModel, cube: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+    let x = cube.inputs[0];
+    let is_bin =
+        |node: &TypedNode, op: fn(&TypedBinOp) -> bool| node.op_as::<TypedBinOp>().is_some_and(op);
+    let is_mul = |op: &TypedBinOp| op.0.is::<Mul>();
+    let Some(scaled_cube) = model.find_succ_bin_with_const::<Mul>(cube, 0.044715) else {
+        return Ok(None);
+    };
+    let Some(inner) = model.find_succ_bin_with_outlet::<Add>(scaled_cube, &x) else {
+        return Ok(None);
+    };
+    let Some(scaled) =
+        model.find_succ_bin_with_const::<Mul>(inner, (2.0 / std::f32::consts::PI).sqrt())
+    else {
+        return Ok(None);
+    };
+    let Some(tanh) = model.single_succ(scaled.id)? else {
+        return Ok(None);
+    };
+    if !tanh
+        .op_as::<ElementWiseOp>()
+        .is_some_and(|op| op.0.is::<Tanh>())
+    {
+        return Ok(None);
+    }
+    let Some(one_plus) = model.find_succ_bin_with_const::<Add>(tanh, 1.0) else {
+        return Ok(None);
+    };
+    let Some(product) = model.single_succ(one_plus.id)? else {
+        return Ok(None);
+    };
+    if !is_bin(product, is_mul) {
+        return Ok(None);
+    }
+    // Either `(0.5 * x) * (1 + tanh(..))`, as torch exports it, or `(x * (1 + tanh(..))) * 0.5`.
+    let other = product
+        .inputs
+        .iter()
+        .find(|i| i.node != one_plus.id)
+        .copied();
+    let output = if other == Some(x) {
+        match model.find_succ_bin_with_const::<Mul>(product, 0.5) {
+            Some(half) => half.id,
+            None => return Ok(None),
+        }
+    } else {
+        let Some(half_x) = other.map(|o| model.node(o.node)) else {
+            return Ok(None);
+        };
+        if !is_bin(half_x, is_mul)
+            || !half_x.inputs.contains(&x)
+            || !model.matches_single_input_const(half_x, 0.5)
+        {
+            return Ok(None);
+        }
+        product.id
+    };
+    let mut patch = TypedModelPatch::default();
+    let input = patch.tap_model(model, x)?;
+    let gelu = patch.wire_node(
+        format!("{}.gelu_new", cube.name),
+        gelu_approximate(false),
+        &[input],
+    )?[0];
+    patch.shunt_outside(model, output.into(), gelu)?;
+    Ok(Some(patch))
+}
+
+/// Replaces tract-onnx's `DynamicQuantizeLinearU8`, which runs before every int8 matrix product, by
+/// [`DynamicQuantizeU8`]. Same outputs bit for bit, a tenth of the time: tract's folds the range over a dynamic-rank
+/// array view and rounds through a libm call per element, half of the int8 ViT encoder's time.
+pub fn fast_dynamic_quantization(model: &mut TypedModel) -> TractResult<()> {
+    let targets: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| n.op.name() == "DynamicQuantizeLinearU8")
+        .map(|n| n.id)
+        .collect();
+    for id in targets {
+        let node = model.node(id);
+        let input = model.outlet_fact(node.inputs[0])?;
+        // Checked rather than assumed: the op is matched by name, so make sure it is the one we replace.
+        let facts = DynamicQuantizeU8.output_facts(&[input])?;
+        let same = node.outputs.len() == facts.len()
+            && node
+                .outputs
+                .iter()
+                .zip(&facts)
+                .all(|(o, f)| o.fact.datum_type == f.datum_type && o.fact.shape == f.shape);
+        if input.datum_type != f32::datum_type() || !same {
+            continue;
+        }
+        let patch =
+            TypedModelPatch::replace_single_op(model, node, &node.inputs, DynamicQuantizeU8)?;
+        patch.apply(model)?;
+    }
+    Ok(())
+}
+
+/// ONNX's DynamicQuantizeLinear to u8 over f32: `scale = (max(x, 0) - min(x, 0)) / 255`,
+/// `zero_point = saturate(round(-min / scale))`, `y = saturate(round(x / scale) + zero_point)`, rounding half to even.
+/// Outputs: `y`, `scale` and `zero_point`, the last two as scalars.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct DynamicQuantizeU8;
+
+impl Op for DynamicQuantizeU8 {
+    fn name(&self) -> StaticName {
+        "DynamicQuantizeU8".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DynamicQuantizeU8 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = inputs[0].try_as_plain_ram()?;
+        let xs = input.as_slice::<f32>()?;
+        let (scale, zero_point) = scale_and_zero_point(xs);
+        let mut quantized =
+            unsafe { Tensor::uninitialized_dt(u8::datum_type(), inputs[0].shape())? };
+        quantize(
+            xs,
+            scale,
+            zero_point,
+            quantized.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?,
+        );
+        Ok(tvec!(
+            quantized.into_tvalue(),
+            tensor0(scale).into_tvalue(),
+            tensor0(zero_point).into_tvalue()
+        ))
+    }
+}
+
+impl TypedOp for DynamicQuantizeU8 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(
+            u8::fact(inputs[0].shape.clone()),
+            f32::fact([0usize; 0]),
+            u8::fact([0usize; 0])
+        ))
+    }
+
+    as_op!();
+}
+
+/// Lanes of the range and rounding loops: wide enough for the compiler to keep them in vector registers.
+const LANES: usize = 16;
+
+/// The range, widened to include 0, as `scale` and `zero_point`. NaNs are ignored, as ONNX Runtime and tract do.
+fn scale_and_zero_point(xs: &[f32]) -> (f32, u8) {
+    let (mut low, mut high) = ([0f32; LANES], [0f32; LANES]);
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            low[lane] = if chunk[lane] < low[lane] {
+                chunk[lane]
+            } else {
+                low[lane]
+            };
+            high[lane] = if chunk[lane] > high[lane] {
+                chunk[lane]
+            } else {
+                high[lane]
+            };
+        }
+    }
+    let fold = |lanes: &[f32], keep: fn(f32, f32) -> bool| {
+        lanes
+            .iter()
+            .chain(tail)
+            .fold(0f32, |a, &x| if keep(x, a) { x } else { a })
+    };
+    let min = fold(&low, |x, a| x < a);
+    let max = fold(&high, |x, a| x > a);
+    let scale = (max - min) / 255.0;
+    let zero_point = (-min / scale).round_ties_even().clamp(0.0, 255.0) as u8;
+    (scale, zero_point)
+}
+
+/// Rounds half to even. Adding and removing 1.5 * 2^23 leaves no fraction bits, and the FPU's default rounding is
+/// to nearest even; exact for |x| < 2^22, and `x / scale` is within +-255 by construction. Unlike `round_ties_even`,
+/// which is a libm call on x86-64's baseline, it vectorises.
+fn round_half_even(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    (x + SHIFT) - SHIFT
+}
+
+fn quantize(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
+    let zero_point = i32::from(zero_point);
+    // The division is as ONNX specifies it: multiplying by the reciprocal rounds some values to the other integer.
+    // A NaN becomes the zero point, as in tract's version (`NaN as i32` is 0).
+    let one = |x: f32| {
+        let rounded = round_half_even((x / scale).clamp(-512.0, 512.0));
+        let rounded = if rounded.is_nan() { 0.0 } else { rounded };
+        // SAFETY: an integer in [-512, 512], so the conversion needs no saturation, and vectorises without it.
+        let rounded: i32 = unsafe { rounded.to_int_unchecked() };
+        (rounded + zero_point).clamp(0, 255) as u8
+    };
+    let mut x_chunks = xs.chunks_exact(LANES);
+    let mut y_chunks = ys.chunks_exact_mut(LANES);
+    for (x, y) in (&mut x_chunks).zip(&mut y_chunks) {
+        for lane in 0..LANES {
+            y[lane] = one(x[lane]);
+        }
+    }
+    for (x, y) in x_chunks.remainder().iter().zip(y_chunks.into_remainder()) {
+        *y = one(*x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::tract_core::ops::math::{add, mul, pow_const, tanh};
+
+    /// `gelu_new` as torch exports it, over a [2, 5] input.
+    fn gelu_new_graph() -> TractResult<TypedModel> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([2, 5]))?;
+        let scalar = |model: &mut TypedModel, name: &str, value: f32| {
+            model.add_const(name, tensor2(&[[value]]))
+        };
+        let half = scalar(&mut model, "half", 0.5)?;
+        let coefficient = scalar(&mut model, "coefficient", 0.044715)?;
+        let sqrt_2_over_pi = scalar(
+            &mut model,
+            "sqrt_2_over_pi",
+            (2.0 / std::f32::consts::PI).sqrt(),
+        )?;
+        let one = scalar(&mut model, "one", 1.0)?;
+        let half_x = model.wire_node("half_x", mul(), &[x, half])?[0];
+        let cube = model.wire_node("cube", pow_const(3.0), &[x])?[0];
+        let scaled_cube = model.wire_node("scaled_cube", mul(), &[cube, coefficient])?[0];
+        let inner = model.wire_node("inner", add(), &[x, scaled_cube])?[0];
+        let scaled = model.wire_node("scaled", mul(), &[inner, sqrt_2_over_pi])?[0];
+        let tanh = model.wire_node("tanh", tanh(), &[scaled])?[0];
+        let one_plus = model.wire_node("one_plus", add(), &[tanh, one])?[0];
+        let out = model.wire_node("out", mul(), &[half_x, one_plus])?[0];
+        model.select_output_outlets(&[out])?;
+        Ok(model)
+    }
+
+    #[test]
+    fn gelu_new_is_fused_into_one_op_with_the_same_values() -> TractResult<()> {
+        let model = gelu_new_graph()?;
+        let mut fused = model.clone();
+        fuse_gelu_new(&mut fused)?;
+        let ops: Vec<String> = fused
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        assert_eq!(ops, ["Source", "GeluApproximate"], "{fused}");
+
+        let input = tensor2(&[[-6.0f32, -1.5, -0.3, 0.0, 0.2], [0.7, 1.0, 2.5, 4.0, 9.0]]);
+        let run = |model: TypedModel| -> TractResult<Vec<f32>> {
+            let output = model
+                .into_runnable()?
+                .run(tvec![input.clone().into_tvalue()])?;
+            Ok(output[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+        };
+        for (expected, actual) in run(model)?.iter().zip(run(fused)?) {
+            assert!(
+                (expected - actual).abs() <= 1e-6 * expected.abs().max(1.0),
+                "{expected} vs {actual}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_cube_that_is_not_gelu_is_left_alone() -> TractResult<()> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([3]))?;
+        let cube = model.wire_node("cube", pow_const(3.0), &[x])?[0];
+        model.select_output_outlets(&[cube])?;
+        fuse_gelu_new(&mut model)?;
+        assert_eq!(model.nodes().len(), 2);
+        assert!(
+            model
+                .node(1)
+                .op_as::<ElementWiseOp>()
+                .is_some_and(|op| op.0.is::<PowConst>())
+        );
+        Ok(())
+    }
+
+    /// ONNX's DynamicQuantizeLinear as tract-onnx computes it, one element at a time.
+    fn reference(xs: &[f32]) -> (Vec<u8>, f32, u8) {
+        let min = xs.iter().fold(0f32, |a, &x| if x < a { x } else { a });
+        let max = xs.iter().fold(0f32, |a, &x| if x > a { x } else { a });
+        let scale = (max - min) / 255.0;
+        let zero_point = (-min / scale).round_ties_even().clamp(0.0, 255.0) as u8;
+        let ys = xs
+            .iter()
+            .map(|x| {
+                ((x / scale).round_ties_even() as i32 + i32::from(zero_point)).clamp(0, 255) as u8
+            })
+            .collect();
+        (ys, scale, zero_point)
+    }
+
+    fn run_quantize(xs: &[f32]) -> TractResult<(Vec<u8>, f32, u8)> {
+        let input = Tensor::from_shape(&[xs.len()], xs)?.into_tvalue();
+        let outputs = DynamicQuantizeU8.eval(&EvalContext::out_of_plan(), tvec![input])?;
+        Ok((
+            outputs[0].try_as_plain_ram()?.as_slice::<u8>()?.to_vec(),
+            outputs[1].try_as_plain_ram()?.as_slice::<f32>()?[0],
+            outputs[2].try_as_plain_ram()?.as_slice::<u8>()?[0],
+        ))
+    }
+
+    #[test]
+    fn dynamic_quantization_matches_onnx_bit_for_bit() -> TractResult<()> {
+        // Pseudo-random activations of several ranges and lengths (tails shorter than the lanes included).
+        let mut state = 0x2545_f491_u32;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as f32 / u32::MAX as f32
+        };
+        let mut cases: Vec<Vec<f32>> = vec![
+            vec![0., 2., -3., -2.5, 1.34, 0.5], // ONNX's own example: 153, 255, 0, 26, 221, 179
+            vec![-127., 128., 0.5, 1.5, 2.5, -0.5, -1.5, 126.5], // ties on a scale of exactly 1
+            vec![0.0; 37],
+            vec![1.0, 2.0, f32::NAN, 3.0, -1.0],
+        ];
+        for (length, low, high) in [
+            (1, -1.0, 1.0),
+            (15, 0.5, 3.0),
+            (16, -4.0, -0.1),
+            (3840, -7.0, 9.0),
+        ] {
+            cases.push((0..length).map(|_| low + (high - low) * next()).collect());
+        }
+        for xs in &cases {
+            assert_eq!(run_quantize(xs)?, reference(xs), "input {xs:?}");
+        }
+        assert_eq!(run_quantize(&cases[0])?.0, [153, 255, 0, 26, 221, 179]);
+        Ok(())
+    }
+}
