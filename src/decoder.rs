@@ -143,9 +143,7 @@ impl Decoder {
             .into_iter()
             .chain(cache)
             .collect();
-        let mut outputs = self
-            .plan
-            .run(inputs)
+        let mut outputs = graph::run(&self.plan, inputs)
             .context("decoder graph failed")?
             .into_iter();
         let logits = outputs.next().context("decoder returned no logits")?;
