@@ -286,7 +286,7 @@ impl Bundle {
 }
 
 impl Manifest {
-    fn entry(&self, rel: &str) -> Option<&FileEntry> {
+    pub fn entry(&self, rel: &str) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.path == rel)
     }
 

@@ -2,10 +2,12 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
+use std::cmp::Reverse;
+
+use anyhow::{Context, Result, bail, ensure};
 use image::RgbImage;
 
-use crate::bundle::{Bundle, TableDtype};
+use crate::bundle::{Bundle, DecoderSpec, TableDtype, Variant};
 use crate::decoder::{Decoder, DecoderShape, Session};
 use crate::embeddings::TokenEmbeddings;
 use crate::encoder::Encoder;
@@ -45,6 +47,32 @@ pub struct Timings {
     pub decode: f64,
 }
 
+/// The three graphs, to order their loading.
+enum Graph {
+    Encoder,
+    Mapper,
+    Decoder,
+}
+
+fn token_embeddings(
+    bundle: &Bundle,
+    variant: &Variant,
+    d: &DecoderSpec,
+) -> Result<TokenEmbeddings> {
+    let table_file = &variant.token_embeddings.file;
+    let bytes = bundle.read_verified(table_file)?;
+    match variant.token_embeddings.dtype {
+        TableDtype::F32 => TokenEmbeddings::from_f32_bytes(&bytes, d.vocab_size, d.width),
+        TableDtype::Q8Rows => TokenEmbeddings::from_q8_rows_bytes(&bytes, d.vocab_size, d.width),
+    }
+    .with_context(|| {
+        format!(
+            "{}: invalid token-embedding table",
+            bundle.path(table_file).display()
+        )
+    })
+}
+
 impl Captioner {
     /// Loads one precision of a bundle (its default when `precision` is `None`), checking every file it reads.
     pub fn load(bundle: &Bundle, precision: Option<&str>) -> Result<Captioner> {
@@ -67,53 +95,61 @@ impl Captioner {
         );
 
         let d = &m.decoder;
-        let table_file = &variant.token_embeddings.file;
-        let bytes = bundle.read_verified(table_file)?;
-        let table = match variant.token_embeddings.dtype {
-            TableDtype::F32 => TokenEmbeddings::from_f32_bytes(&bytes, d.vocab_size, d.width),
-            TableDtype::Q8Rows => {
-                TokenEmbeddings::from_q8_rows_bytes(&bytes, d.vocab_size, d.width)
+        let e = &m.encoder;
+        // Loading a graph briefly holds about twice its weights (the file's bytes or its decoded protobuf, and
+        // tract's tensors) on top of what is already resident, so the largest goes first (BENCHMARKS.md,
+        // "Memory"); the token table is read once the decoder that keeps it is compiled.
+        let size = |file: &str| m.entry(file).map_or(0, |entry| entry.bytes);
+        let mut graphs = [Graph::Encoder, Graph::Mapper, Graph::Decoder];
+        graphs.sort_by_key(|graph| {
+            Reverse(size(match graph {
+                Graph::Encoder => &variant.encoder.file,
+                Graph::Mapper => &variant.mapper.file,
+                Graph::Decoder => &variant.decoder.file,
+            }))
+        });
+        let (mut encoder, mut mapper, mut decoder) = (None, None, None);
+        for graph in graphs {
+            match graph {
+                Graph::Encoder => {
+                    let file = &variant.encoder.file;
+                    encoder = Some(Encoder::load(
+                        &bundle.path(file),
+                        bundle.read_verified(file)?,
+                        e.input_size as usize,
+                        e.embedding_size,
+                    )?);
+                }
+                Graph::Mapper => {
+                    let file = &variant.mapper.file;
+                    mapper = Some(Mapper::load(
+                        &bundle.path(file),
+                        bundle.read_verified(file)?,
+                        m.mapper.input_size,
+                        m.mapper.prefix_length,
+                        m.mapper.output_size,
+                    )?);
+                }
+                Graph::Decoder => {
+                    let file = &variant.decoder.file;
+                    let shape = DecoderShape {
+                        layers: d.layers,
+                        heads: d.heads,
+                        width: d.width,
+                        vocab_size: d.vocab_size,
+                    };
+                    decoder = Some(Decoder::load(
+                        &bundle.path(file),
+                        bundle.read_verified(file)?,
+                        shape,
+                        || token_embeddings(bundle, variant, d),
+                    )?);
+                }
             }
         }
-        .with_context(|| {
-            format!(
-                "{}: invalid token-embedding table",
-                bundle.path(table_file).display()
-            )
-        })?;
-        drop(bytes);
-
-        // Largest optimisation transient first, while little else is resident: optimising an int8 graph briefly
-        // holds several times its weights (BENCHMARKS.md, "Memory"), so the order sets the peak.
-        let file = &variant.decoder.file;
-        let shape = DecoderShape {
-            layers: d.layers,
-            heads: d.heads,
-            width: d.width,
-            vocab_size: d.vocab_size,
+        let (Some(encoder), Some(mapper), Some(decoder)) = (encoder, mapper, decoder) else {
+            bail!("{}: a graph was not loaded", bundle.path("").display());
         };
-        let decoder = Decoder::load(
-            &bundle.path(file),
-            bundle.read_verified(file)?,
-            shape,
-            table,
-        )?;
-        let file = &variant.mapper.file;
-        let mapper = Mapper::load(
-            &bundle.path(file),
-            bundle.read_verified(file)?,
-            m.mapper.input_size,
-            m.mapper.prefix_length,
-            m.mapper.output_size,
-        )?;
-        let e = &m.encoder;
-        let file = &variant.encoder.file;
-        let encoder = Encoder::load(
-            &bundle.path(file),
-            bundle.read_verified(file)?,
-            e.input_size as usize,
-            e.embedding_size,
-        )?;
 
         Ok(Captioner {
             precision,
