@@ -1,5 +1,5 @@
 //! Rewrites of tract's typed graph that make our exported graphs run faster, each exact to what it replaces
-//! (BENCHMARKS.md, "Where a decoder step's time goes"): `graph` applies them while it compiles a graph.
+//! (BENCHMARKS.md, "What changed"): `graph` applies them while it compiles a graph.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
