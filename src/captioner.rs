@@ -1,8 +1,7 @@
 //! A frame in, a caption out: preprocess -> encode -> L2-normalise -> map -> decode with search -> text.
 
-use std::time::Instant;
-
 use std::cmp::Reverse;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use image::RgbImage;
