@@ -190,24 +190,18 @@ fn fold_constants(model: &mut TypedModel) -> TractResult<()> {
         if node.inputs.is_empty() || node.op_is::<Const>() {
             continue;
         }
-        let outputs = if let Some(sum) = sum_of_widened_constant(model, node)? {
-            tvec![sum.into_tvalue()]
-        } else if widened_constant_for_a_sum(model, node).is_some() {
+        if widened_constant_for_a_sum(model, node).is_some() {
             continue; // folded with the sum that follows it
-        } else {
-            let Some(inputs) = model
-                .node_input_facts(id)?
-                .iter()
-                .map(|f| f.konst.clone().map(|k| k.into_tvalue()))
-                .collect::<Option<TVec<TValue>>>()
-            else {
-                continue;
-            };
-            // An op that cannot run outside a plan, or fails to, is simply left to run in it.
-            let Ok(Some(outputs)) = node.op.eval_out_of_plan(inputs) else {
-                continue;
-            };
-            outputs
+        }
+        // An op that cannot run outside a plan, or fails to, is simply left to run in it; so is a sum of a widened
+        // constant that cannot be taken in slices.
+        let folded = match sum_of_widened_constant(model, node) {
+            Ok(Some(sum)) => Some(tvec![sum.into_tvalue()]),
+            Ok(None) => evaluate_on_constants(model, node)?,
+            Err(_) => None,
+        };
+        let Some(outputs) = folded else {
+            continue;
         };
         let mut patch = TypedModelPatch::default();
         for (ix, value) in outputs.into_iter().enumerate() {
@@ -221,6 +215,22 @@ fn fold_constants(model: &mut TypedModel) -> TractResult<()> {
         patch.apply(model)?;
     }
     model.compact()
+}
+
+/// The outputs of a node whose inputs are all constants, or `None` when they are not or it cannot run outside a plan.
+fn evaluate_on_constants(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<TVec<TValue>>> {
+    let Some(inputs) = model
+        .node_input_facts(node.id)?
+        .iter()
+        .map(|f| f.konst.clone().map(|k| k.into_tvalue()))
+        .collect::<Option<TVec<TValue>>>()
+    else {
+        return Ok(None);
+    };
+    Ok(node.op.eval_out_of_plan(inputs).ok().flatten())
 }
 
 /// Widening casts of a constant bigger than this, feeding a sum, are folded slice by slice.
