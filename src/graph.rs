@@ -239,7 +239,7 @@ const WIDENED_SLICE_BYTES: usize = 4 << 20;
 /// `node` is a cast of a constant to a wider type whose only consumer is a sum over some of its axes: tract's
 /// zero-point correction of an int8 product, `Reduce<Sum>(Cast<i32>(weight))`. Folded whole, the cast holds the
 /// weight at four times its size (GPT-2's vocabulary projection: 154 MB, the peak of loading a bundle); returns
-/// the constant and the axis along which the sum can be taken slice by slice instead.
+/// the constant, the axis along which the sum can be taken slice by slice instead, and the widened size in bytes.
 fn widened_constant_for_a_sum(
     model: &TypedModel,
     node: &TypedNode,
