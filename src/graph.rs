@@ -130,6 +130,7 @@ pub fn compile(model: InferenceModel, path: &Path) -> Result<Plan> {
     let prepare = || -> TractResult<Plan> {
         let mut model = model.into_typed()?.into_decluttered()?;
         rewrite::fuse_gelu_new(&mut model)?;
+        rewrite::int8_products_on_vnni(&mut model)?;
         let mut model = model.into_optimized()?;
         rewrite::fast_dynamic_quantization(&mut model)?;
         fold_constants(&mut model)?;
@@ -334,9 +335,81 @@ impl FixedGraph {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::nn::Reducer;
+
+    /// Checks that every `MatMulInteger` of an ONNX file runs as our `Int8MatMul` in its compiled plan where the CPU
+    /// has AVX-512 VNNI (tract may split one into several, as it does GPT-2's fused q/k/v projection, but leaves
+    /// no integer product to its own kernels), and none elsewhere.
+    pub(crate) fn assert_int8_products_on_the_vnni_kernel(onnx: &Path, plan: &Plan) {
+        let proto = ModelProto::decode(std::fs::read(onnx).unwrap().as_slice()).unwrap();
+        let products = proto
+            .graph
+            .iter()
+            .flat_map(|g| &g.node)
+            .filter(|n| n.op_type == "MatMulInteger")
+            .count();
+        assert!(products > 0, "{}: no MatMulInteger", onnx.display());
+        let nodes = plan.model().nodes();
+        let ours = nodes.iter().filter(|n| n.op.name() == "Int8MatMul").count();
+        let tracts = nodes
+            .iter()
+            .filter(|n| {
+                n.op.name() == "OptMatMul" && n.outputs[0].fact.datum_type == i32::datum_type()
+            })
+            .count();
+        #[cfg(target_arch = "x86_64")]
+        let vnni = std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512bw");
+        #[cfg(not(target_arch = "x86_64"))]
+        let vnni = false;
+        let name = onnx.display();
+        if vnni {
+            assert!(
+                ours >= products,
+                "{name}: {ours} Int8MatMul for {products} MatMulInteger"
+            );
+            assert_eq!(tracts, 0, "{name}: integer products left to tract");
+        } else {
+            assert_eq!(ours, 0, "{name}: Int8MatMul without AVX-512 VNNI");
+            assert!(
+                tracts >= products,
+                "{name}: {tracts} of tract's integer products for {products}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_fixture_encoder_and_mapper_run_their_int8_products_on_the_vnni_kernel() -> Result<()> {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixture-tiny");
+        for (file, input, input_shape, output, output_shape) in [
+            (
+                "encoder.int8.onnx",
+                "pixel_values",
+                &[1, 3, 224, 224][..],
+                "image_embeds",
+                &[1, 32][..],
+            ),
+            (
+                "mapper.int8.onnx",
+                "clip_embedding",
+                &[1, 32],
+                "prefix_embeds",
+                &[1, 4, 32],
+            ),
+        ] {
+            let path = fixture.join(file);
+            let graph = FixedGraph::load(
+                &path,
+                std::fs::read(&path)?,
+                (input, input_shape),
+                (output, output_shape),
+            )?;
+            assert_int8_products_on_the_vnni_kernel(&path, &graph.plan);
+        }
+        Ok(())
+    }
 
     #[test]
     fn a_widened_weight_is_summed_slice_by_slice_to_the_same_values() -> TractResult<()> {

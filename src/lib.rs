@@ -17,6 +17,8 @@ pub mod embeddings;
 pub mod encoder;
 pub mod eval;
 pub mod graph;
+#[cfg(target_arch = "x86_64")]
+pub mod int8_matmul;
 pub mod logging;
 pub mod mapper;
 pub mod metrics;

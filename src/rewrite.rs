@@ -101,6 +101,146 @@ fn gelu_new_patch(model: &TypedModel, cube: &TypedNode) -> TractResult<Option<Ty
     Ok(Some(patch))
 }
 
+/// Replaces each `MatMulInteger` of u8 activations by a constant i8 weight matrix (tract's quantized `EinSum`, before
+/// tract optimises it) by [`Int8MatMul`](crate::int8_matmul::Int8MatMul) where the CPU has AVX-512 VNNI. Run it
+/// on the decluttered graph: optimisation would turn the `EinSum` into tract's own kernel and zero-point sums.
+#[cfg(target_arch = "x86_64")]
+pub fn int8_products_on_vnni(model: &mut TypedModel) -> TractResult<()> {
+    use crate::int8_matmul::{Int8MatMul, Int8Weights, kernel_available};
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    if !kernel_available() {
+        return Ok(());
+    }
+    let candidates: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| n.op_as::<EinSum>().is_some_and(|op| op.q_params.is_some()))
+        .map(|n| n.id)
+        .collect();
+    for id in candidates {
+        let node = model.node(id);
+        let Some(product) = int8_constant_product(model, node)? else {
+            continue;
+        };
+        let weights = Int8Weights::pack(
+            product.weights.try_as_plain_ram()?.as_slice::<i8>()?,
+            product.k,
+            product.n,
+            product.zero_point,
+        )?;
+        let op = Int8MatMul::new(weights).context("AVX-512 VNNI was found, then not")?;
+        let mut patch = TypedModelPatch::default();
+        let inputs = patch.taps(model, &[node.inputs[0], node.inputs[3]])?;
+        let mut output = patch.wire_node(&node.name, op, &inputs)?[0];
+        for (ix, &position) in product.dropped.iter().rev().enumerate() {
+            output = patch.wire_node(
+                format!("{}.rm_{ix}", node.name),
+                AxisOp::Rm(position),
+                &[output],
+            )?[0];
+        }
+        patch.shunt_outside(model, id.into(), output)?;
+        patch.apply(model)?;
+    }
+    model.compact()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn int8_products_on_vnni(_model: &mut TypedModel) -> TractResult<()> {
+    Ok(())
+}
+
+/// A quantized `EinSum` that is exactly `MatMulInteger(a, w, a_zero_point, w_zero_point)` with `a` u8 of shape
+/// `[.., k]` and `w` a constant i8 `[k, n]` with a scalar zero point.
+#[cfg(target_arch = "x86_64")]
+struct Int8Product {
+    weights: Arc<Tensor>,
+    k: usize,
+    n: usize,
+    zero_point: i8,
+    /// Unit axes of `a` that the `EinSum`'s output does not have.
+    dropped: Vec<usize>,
+}
+
+/// The [`Int8Product`] a node is, if it is one.
+/// tract-onnx's translation gives it nine inputs: a, w, bias, a's zero point and scale, w's, the output's; the
+/// ones not in `MatMulInteger` must be the constants it sets (0 and 1).
+#[cfg(target_arch = "x86_64")]
+fn int8_constant_product(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Int8Product>> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    let Some(op) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    let facts = model.node_input_facts(node.id)?;
+    if facts.len() != 9 || op.operating_dt != i32::datum_type() {
+        return Ok(None);
+    }
+    let scalar_const = |ix: usize| -> Option<Arc<Tensor>> {
+        facts[ix]
+            .konst
+            .clone()
+            .filter(|t| t.len() == 1 && !facts[ix].is_exotic())
+    };
+    let is_const = |ix: usize, value: f64| {
+        scalar_const(ix).is_some_and(|t| t.cast_to_scalar::<f64>().is_ok_and(|v| v == value))
+    };
+    if ![(2, 0.0), (4, 1.0), (6, 1.0), (7, 0.0), (8, 1.0)]
+        .iter()
+        .all(|&(ix, value)| is_const(ix, value))
+    {
+        return Ok(None);
+    }
+    let (activations, weights, a_zero_point) = (facts[0], facts[1], facts[3]);
+    let Some(weight_zero_point) = scalar_const(5).filter(|t| t.datum_type() == i8::datum_type())
+    else {
+        return Ok(None);
+    };
+    let Some(weight_values) = weights.konst.clone() else {
+        return Ok(None);
+    };
+    if activations.datum_type != u8::datum_type()
+        || a_zero_point.datum_type != u8::datum_type()
+        || a_zero_point.shape.volume() != 1.to_dim()
+        || weights.datum_type != i8::datum_type()
+        || weights.is_exotic()
+        || weights.rank() != 2
+    {
+        return Ok(None);
+    }
+    // The product must be `..k, kn -> ..n`: a's last axis summed against w's first, w's second kept last. tract's
+    // declutter may have dropped unit axes of a from the output (a reshape it absorbed): those are removed after.
+    let (inputs, outputs) = op.axes.extract_sub_mapping(&[0, 1], &[0])?.to_strs();
+    let (a, w, c) = (&inputs[0], &inputs[1], &outputs[0]);
+    let (Some(k_axis), Some(n_axis)) = (w.chars().next(), w.chars().nth(1)) else {
+        return Ok(None);
+    };
+    let Some(batch) = a.strip_suffix(k_axis) else {
+        return Ok(None);
+    };
+    let kept: String = batch.chars().filter(|axis| c.contains(*axis)).collect();
+    let dropped: Vec<usize> = batch
+        .chars()
+        .enumerate()
+        .filter(|(_, axis)| !c.contains(*axis))
+        .map(|(position, _)| position)
+        .collect();
+    if *c != format!("{kept}{n_axis}")
+        || batch.contains(n_axis)
+        || dropped
+            .iter()
+            .any(|&position| !activations.shape[position].is_one())
+    {
+        return Ok(None);
+    }
+    Ok(Some(Int8Product {
+        k: weight_values.shape()[0],
+        n: weight_values.shape()[1],
+        zero_point: weight_zero_point.cast_to_scalar::<i8>()?,
+        weights: weight_values,
+        dropped,
+    }))
+}
+
 /// Replaces tract-onnx's `DynamicQuantizeLinearU8`, which runs before every int8 matrix product, by
 /// [`DynamicQuantizeU8`]. Same outputs bit for bit, a tenth of the time: tract's folds the range over a dynamic-rank
 /// array view and rounds through a libm call per element, half of the int8 ViT encoder's time.
