@@ -11,19 +11,22 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::tract_linalg::multithread::{Executor, current_tract_executor};
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
+
+use crate::spin_pool;
 
 /// Output columns one pass over the weights produces: four 16-lane vectors.
 const GROUP_COLUMNS: usize = 64;
 /// Bytes of the k axis that one VNNI instruction sums per lane.
 const K_STEP: usize = 4;
-/// Rows of activations one pass over a group's weights serves: 4 rows x 4 vectors is 16 accumulators, of 32 registers.
-const ROWS_PER_PASS: usize = 4;
-/// Weights at least this big are shared among tract's threads (`capdec bench --threads`): they do not fit in the
-/// caches, so a product with few rows waits on memory, and a second core brings a second stream. Smaller ones stay
-/// on one thread: waking a pool thread took 70 to 80 us on the benchmark machine, more than it saved on all of
-/// them (BENCHMARKS.md, "Two threads"). In GPT-2 that is only the vocabulary projection.
-const PARALLEL_MIN_WEIGHT_BYTES: usize = 8 << 20;
+/// Rows of activations one pass over a group's weights serves: 6 rows x 4 vectors is 24 accumulators, of 32
+/// registers. Six, not four, so that a beam of 5 is one pass: the vocabulary projection then reads its 38 MB once
+/// (1.14 -> 0.94 ms); at 40 and 50 rows the two are the same.
+const ROWS_PER_PASS: usize = 6;
+/// Products of fewer multiply-adds stay on one thread: about 20 us of work, where handing a share to a spinning
+/// helper and waiting for it costs a few.
+const PARALLEL_MIN_MACS: usize = 1 << 20;
 
 /// 64 bytes, aligned as one vector load wants them.
 #[derive(Clone, Copy)]
@@ -212,39 +215,23 @@ impl Activations {
     }
 }
 
-/// Splits the column groups among tract's threads when the weights are big enough.
+/// Splits the column groups among as many threads as tract is given (`capdec bench --threads`), on our own
+/// spinning helpers, when the product is big enough.
 fn multiply(weights: &Int8Weights, activations: &Activations, output: &mut [i32]) {
-    let groups = weights.groups();
     let output = OutputColumns(output.as_mut_ptr());
     let run = |first: usize, last: usize| {
         // SAFETY: `kernel_available` was true when the op was made; each call writes only its own groups' columns.
         unsafe { kernel::multiply_groups(weights, activations, first..last, output) }
     };
-    let pool = match tract_onnx::tract_core::tract_linalg::multithread::current_tract_executor() {
-        tract_onnx::tract_core::tract_linalg::multithread::Executor::MultiThread(pool)
-            if weights.k * weights.n >= PARALLEL_MIN_WEIGHT_BYTES =>
+    let threads = match current_tract_executor() {
+        Executor::MultiThread(pool)
+            if activations.rows * weights.k * weights.n >= PARALLEL_MIN_MACS =>
         {
-            Some(pool)
+            pool.current_num_threads()
         }
-        _ => None,
+        _ => 1,
     };
-    match pool {
-        Some(pool) => {
-            // This thread takes the first share itself rather than wait for the pool's threads to wake.
-            let threads = pool.current_num_threads().min(groups).max(1);
-            let share =
-                |thread: usize| (groups * thread / threads, groups * (thread + 1) / threads);
-            pool.in_place_scope(|scope| {
-                for thread in 1..threads {
-                    let (first, last) = share(thread);
-                    scope.spawn(move |_| run(first, last));
-                }
-                let (first, last) = share(0);
-                run(first, last);
-            });
-        }
-        None => run(0, groups),
-    }
+    spin_pool::split(threads, weights.groups(), &run);
 }
 
 /// Where the output's rows start; each thread writes its own columns of them.
@@ -286,7 +273,9 @@ mod kernel {
                         1 => tile::<1>(weights, activations, group, row, output),
                         2 => tile::<2>(weights, activations, group, row, output),
                         3 => tile::<3>(weights, activations, group, row, output),
-                        _ => tile::<4>(weights, activations, group, row, output),
+                        4 => tile::<4>(weights, activations, group, row, output),
+                        5 => tile::<5>(weights, activations, group, row, output),
+                        _ => tile::<6>(weights, activations, group, row, output),
                     }
                 }
                 row += rows;
@@ -428,13 +417,13 @@ mod tests {
             return;
         };
         assert_eq!(product(&probe, &[200], &[1, 1], 3), [197]);
-        // k and n off the kernel's steps (4 and 16/64), 1 to 9 rows (passes of 1, 2, 3 and 4 rows), both zero points
+        // k and n off the kernel's steps (4 and 16/64), 1 to 13 rows (passes of 1 to 6 rows), both zero points
         // at their extremes.
         for (k, n) in [(1, 1), (3, 17), (4, 64), (13, 65), (64, 130), (770, 48)] {
             let w = values(k * n, (k * 31 + n) as u32, |b| b as i8);
             for w0 in [0i8, -128, 5] {
                 let op = Int8MatMul::new(Int8Weights::pack(&w, k, n, w0).unwrap()).unwrap();
-                for rows in [1, 2, 3, 4, 5, 9] {
+                for rows in [1, 2, 3, 4, 5, 6, 9, 13] {
                     let a = values(rows * k, (rows * 7 + k) as u32, |b| b);
                     for a0 in [0u8, 255, 131] {
                         assert_eq!(
@@ -458,8 +447,8 @@ mod tests {
     }
 
     #[test]
-    fn weights_over_the_threshold_are_shared_among_threads_with_the_same_result() {
-        let (k, n) = (64, (PARALLEL_MIN_WEIGHT_BYTES / 64) + 100);
+    fn products_over_the_threshold_are_shared_among_threads_with_the_same_result() {
+        let (k, n) = (64, (PARALLEL_MIN_MACS / 64 / 3) + 100);
         let w = values(k * n, 5, |b| b as i8);
         let Some(op) = Int8MatMul::new(Int8Weights::pack(&w, k, n, -2).unwrap()) else {
             assert!(!kernel_available());

@@ -27,4 +27,6 @@ pub mod publish;
 pub mod rewrite;
 pub mod search;
 pub mod sources;
+#[cfg(target_arch = "x86_64")] // only `int8_matmul` uses it
+pub mod spin_pool;
 pub mod tokenizer;
