@@ -191,7 +191,10 @@ fn int8_constant_product(model: &TypedModel, node: &TypedNode) -> TractResult<Op
         return Ok(None);
     }
     let (activations, weights, a_zero_point) = (facts[0], facts[1], facts[3]);
-    let Some(weight_zero_point) = scalar_const(5).filter(|t| t.datum_type() == i8::datum_type())
+    // An i8 zero point, or the i32 0 tract-onnx puts where the ONNX node has none.
+    let Some(weight_zero_point) = scalar_const(5)
+        .and_then(|t| t.cast_to_scalar::<i32>().ok())
+        .and_then(|z| i8::try_from(z).ok())
     else {
         return Ok(None);
     };
@@ -235,7 +238,7 @@ fn int8_constant_product(model: &TypedModel, node: &TypedNode) -> TractResult<Op
     Ok(Some(Int8Product {
         k: weight_values.shape()[0],
         n: weight_values.shape()[1],
-        zero_point: weight_zero_point.cast_to_scalar::<i8>()?,
+        zero_point: weight_zero_point,
         weights: weight_values,
         dropped,
     }))
@@ -395,6 +398,7 @@ fn quantize(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::math::{add, mul, pow_const, tanh};
 
     /// `gelu_new` as torch exports it, over a [2, 5] input.
@@ -466,6 +470,71 @@ mod tests {
                 .op_as::<ElementWiseOp>()
                 .is_some_and(|op| op.0.is::<PowConst>())
         );
+        Ok(())
+    }
+
+    /// `MatMulInteger` as tract-onnx translates it: a nine-input quantized `EinSum` of u8 activations `[2, 1, 3, k]`
+    /// (a unit axis the output drops, as tract's declutter leaves GPT-2's projections) by a constant i8 `[k, n]`.
+    fn matmul_integer_graph(
+        k: usize,
+        n: usize,
+        weight_zero_point: Tensor,
+    ) -> TractResult<TypedModel> {
+        let mut model = TypedModel::default();
+        let a = model.add_source("a", u8::fact([2, 1, 3, k]))?;
+        let a0 = model.add_source("a0", u8::fact([0usize; 0]))?;
+        let weights: Vec<i8> = (0..k * n).map(|i| (i * 37 % 256) as u8 as i8).collect();
+        let w = model.add_const("w", Tensor::from_shape(&[k, n], &weights)?)?;
+        let mut inputs = vec![a, w, model.add_const("bias", tensor0(0i32))?, a0];
+        inputs.push(model.add_const("a_scale", tensor0(1f32))?);
+        inputs.push(model.add_const("w0", weight_zero_point)?);
+        inputs.push(model.add_const("w_scale", tensor0(1f32))?);
+        inputs.push(model.add_const("c0", tensor0(0i32))?);
+        inputs.push(model.add_const("c_scale", tensor0(1f32))?);
+        let axes = AxesMapping::from_strs(&["bxmk", "kn", "", "", "", "", "", "", ""], &["bmn"])?;
+        let einsum = EinSum::newq(axes, i32::datum_type(), i32::datum_type());
+        let output = model.wire_node("product", einsum, &inputs)?;
+        model.select_output_outlets(&output)?;
+        Ok(model)
+    }
+
+    #[test]
+    fn int8_products_give_tracts_numbers_on_our_kernel() -> TractResult<()> {
+        let (k, n) = (70, 90);
+        let activations: Vec<u8> = (0..6 * k).map(|i| (i * 101 % 256) as u8).collect();
+        let inputs = tvec![
+            Tensor::from_shape(&[2, 1, 3, k], &activations)?.into_tvalue(),
+            tensor0(77u8).into_tvalue()
+        ];
+        for weight_zero_point in [tensor0(-3i8), tensor0(0i32)] {
+            let tracts = matmul_integer_graph(k, n, weight_zero_point.clone())?;
+            let mut ours = tracts.clone();
+            int8_products_on_vnni(&mut ours)?;
+            let ops: Vec<_> = ours
+                .nodes()
+                .iter()
+                .map(|n| n.op.name().to_string())
+                .collect();
+            #[cfg(target_arch = "x86_64")]
+            let expected = usize::from(crate::int8_matmul::kernel_available());
+            #[cfg(not(target_arch = "x86_64"))]
+            let expected = 0;
+            assert_eq!(
+                ops.iter().filter(|op| *op == "Int8MatMul").count(),
+                expected,
+                "{ops:?}"
+            );
+            let run = |model: TypedModel| -> TractResult<Tensor> {
+                let output = model
+                    .into_optimized()?
+                    .into_runnable()?
+                    .run(inputs.clone())?;
+                Ok(output[0].clone().into_tensor())
+            };
+            let (tracts, ours) = (run(tracts)?, run(ours)?);
+            assert_eq!(ours.shape(), [2, 3, n]);
+            assert_eq!(tracts, ours, "zero point {weight_zero_point:?}");
+        }
         Ok(())
     }
 
