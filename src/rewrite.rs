@@ -114,7 +114,7 @@ pub fn int8_products_on_vnni(model: &mut TypedModel) -> TractResult<()> {
     let candidates: Vec<usize> = model
         .nodes()
         .iter()
-        .filter(|n| n.op_as::<EinSum>().is_some_and(|op| op.q_params.is_some()))
+        .filter(|n| n.op_is::<EinSum>())
         .map(|n| n.id)
         .collect();
     for id in candidates {
@@ -401,6 +401,14 @@ mod tests {
     use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::math::{add, mul, pow_const, tanh};
 
+    fn op_names(model: &TypedModel) -> Vec<String> {
+        model
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect()
+    }
+
     /// `gelu_new` as torch exports it, over a [2, 5] input.
     fn gelu_new_graph() -> TractResult<TypedModel> {
         let mut model = TypedModel::default();
@@ -433,12 +441,7 @@ mod tests {
         let model = gelu_new_graph()?;
         let mut fused = model.clone();
         fuse_gelu_new(&mut fused)?;
-        let ops: Vec<String> = fused
-            .nodes()
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .collect();
-        assert_eq!(ops, ["Source", "GeluApproximate"], "{fused}");
+        assert_eq!(op_names(&fused), ["Source", "GeluApproximate"], "{fused}");
 
         let input = tensor2(&[[-6.0f32, -1.5, -0.3, 0.0, 0.2], [0.7, 1.0, 2.5, 4.0, 9.0]]);
         let run = |model: TypedModel| -> TractResult<Vec<f32>> {
@@ -510,11 +513,7 @@ mod tests {
             let tracts = matmul_integer_graph(k, n, weight_zero_point.clone())?;
             let mut ours = tracts.clone();
             int8_products_on_vnni(&mut ours)?;
-            let ops: Vec<_> = ours
-                .nodes()
-                .iter()
-                .map(|n| n.op.name().to_string())
-                .collect();
+            let ops = op_names(&ours);
             #[cfg(target_arch = "x86_64")]
             let expected = usize::from(crate::int8_matmul::kernel_available());
             #[cfg(not(target_arch = "x86_64"))]
