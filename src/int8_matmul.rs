@@ -99,9 +99,14 @@ impl Int8Weights {
 
 /// `out[r, c] = sum over i of (a[r, i] - a_zero_point) * (w[i, c] - w_zero_point)`, in i32, for activations `a` of
 /// shape `[.., k]` (u8) and the constant weights. Inputs: `a` and its zero point (a u8 scalar).
+///
+/// Scaled ([`Int8MatMul::scaled`]), it also takes the product's scale (an f32 of one element) and returns
+/// `(out as f32) * scale`: the `Cast` and `Mul` that follow every `MatMulInteger` of a dynamically quantized graph,
+/// the same two roundings in the same order, done while the sums are still in registers.
 #[derive(Clone)]
 pub struct Int8MatMul {
     weights: Arc<Int8Weights>,
+    scaled: bool,
 }
 
 impl Int8MatMul {
@@ -109,7 +114,16 @@ impl Int8MatMul {
     pub fn new(weights: Int8Weights) -> Option<Int8MatMul> {
         kernel_available().then(|| Int8MatMul {
             weights: Arc::new(weights),
+            scaled: false,
         })
+    }
+
+    /// The same product, followed by the cast to f32 and the multiplication by a third input.
+    pub fn scaled(self) -> Int8MatMul {
+        Int8MatMul {
+            scaled: true,
+            ..self
+        }
     }
 }
 
@@ -121,7 +135,7 @@ impl std::fmt::Debug for Int8MatMul {
 
 impl PartialEq for Int8MatMul {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.weights, &other.weights)
+        Arc::ptr_eq(&self.weights, &other.weights) && self.scaled == other.scaled
     }
 }
 
@@ -133,7 +147,10 @@ impl Op for Int8MatMul {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("k={} n={}", self.weights.k, self.weights.n)])
+        Ok(vec![format!(
+            "k={} n={} scaled={}",
+            self.weights.k, self.weights.n, self.scaled
+        )])
     }
 
     op_as_typed_op!();
@@ -156,12 +173,27 @@ impl EvalOp for Int8MatMul {
         let rows = activations.len() / weights.k.max(1);
         let mut output_shape: TVec<usize> = shape.into();
         *output_shape.last_mut().context("rank 0 activations")? = weights.n;
-        let mut output = Tensor::zero::<i32>(&output_shape)?;
-        multiply(
-            weights,
-            &Activations::new(activations, rows, weights.k, zero_point),
-            output.try_as_plain_ram_mut()?.as_slice_mut::<i32>()?,
-        );
+        let activations = Activations::new(activations, rows, weights.k, zero_point);
+        let output = if self.scaled {
+            let scale = inputs[2].try_as_plain_ram()?.as_slice::<f32>()?;
+            ensure!(scale.len() == 1, "a scale of {} values", scale.len());
+            let mut output = Tensor::zero::<f32>(&output_shape)?;
+            let mut values = output.try_as_plain_ram_mut()?;
+            let values = values.as_slice_mut::<f32>()?;
+            multiply(
+                weights,
+                &activations,
+                Some(scale[0]),
+                values.as_mut_ptr().cast(),
+            );
+            output
+        } else {
+            let mut output = Tensor::zero::<i32>(&output_shape)?;
+            let mut values = output.try_as_plain_ram_mut()?;
+            let values = values.as_slice_mut::<i32>()?;
+            multiply(weights, &activations, None, values.as_mut_ptr().cast());
+            output
+        };
         Ok(tvec!(output.into_tvalue()))
     }
 }
@@ -170,7 +202,11 @@ impl TypedOp for Int8MatMul {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let mut shape = inputs[0].shape.to_tvec();
         *shape.last_mut().context("rank 0 activations")? = self.weights.n.to_dim();
-        Ok(tvec!(i32::fact(shape)))
+        Ok(tvec!(if self.scaled {
+            f32::fact(shape)
+        } else {
+            i32::fact(shape)
+        }))
     }
 
     as_op!();
@@ -215,13 +251,20 @@ impl Activations {
     }
 }
 
-/// Splits the column groups among as many threads as tract is given (`capdec bench --threads`), on our own
-/// spinning helpers, when the product is big enough.
-fn multiply(weights: &Int8Weights, activations: &Activations, output: &mut [i32]) {
-    let output = OutputColumns(output.as_mut_ptr());
+/// Writes the product to `output`, `rows * n` values (i32, or f32 with a scale). Splits the column groups among
+/// as many threads as tract is given (`capdec bench --threads`), on our own spinning helpers, when the product is
+/// big enough.
+fn multiply(
+    weights: &Int8Weights,
+    activations: &Activations,
+    scale: Option<f32>,
+    output: *mut u32,
+) {
+    let output = OutputColumns(output);
     let run = |first: usize, last: usize| {
-        // SAFETY: `kernel_available` was true when the op was made; each call writes only its own groups' columns.
-        unsafe { kernel::multiply_groups(weights, activations, first..last, output) }
+        // SAFETY: `kernel_available` was true when the op was made; `output` holds `rows * n` values; each call
+        // writes only its own groups' columns.
+        unsafe { kernel::multiply_groups(weights, activations, scale, first..last, output) }
     };
     let threads = match current_tract_executor() {
         Executor::MultiThread(pool)
@@ -234,9 +277,9 @@ fn multiply(weights: &Int8Weights, activations: &Activations, output: &mut [i32]
     spin_pool::split(threads, weights.groups(), &run);
 }
 
-/// Where the output's rows start; each thread writes its own columns of them.
+/// Where the output's rows of 4-byte values (i32 or f32) start; each thread writes its own columns of them.
 #[derive(Clone, Copy)]
-struct OutputColumns(*mut i32);
+struct OutputColumns(*mut u32);
 // SAFETY: threads given the same `OutputColumns` write disjoint columns (`multiply`).
 unsafe impl Send for OutputColumns {}
 unsafe impl Sync for OutputColumns {}
@@ -253,13 +296,14 @@ mod kernel {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
-    /// Computes the output's columns of `groups`, for every row.
+    /// Computes the output's columns of `groups`, for every row: i32, or f32 multiplied by `scale`.
     ///
     /// # Safety
     /// The CPU has AVX-512 F, BW and VNNI; `output` points to `rows * n` values.
     pub(super) unsafe fn multiply_groups(
         weights: &Int8Weights,
         activations: &Activations,
+        scale: Option<f32>,
         groups: Range<usize>,
         output: OutputColumns,
     ) {
@@ -270,12 +314,12 @@ mod kernel {
                 // SAFETY: as the caller promised; the row range is within the activations.
                 unsafe {
                     match rows {
-                        1 => tile::<1>(weights, activations, group, row, output),
-                        2 => tile::<2>(weights, activations, group, row, output),
-                        3 => tile::<3>(weights, activations, group, row, output),
-                        4 => tile::<4>(weights, activations, group, row, output),
-                        5 => tile::<5>(weights, activations, group, row, output),
-                        _ => tile::<6>(weights, activations, group, row, output),
+                        1 => tile::<1>(weights, activations, scale, group, row, output),
+                        2 => tile::<2>(weights, activations, scale, group, row, output),
+                        3 => tile::<3>(weights, activations, scale, group, row, output),
+                        4 => tile::<4>(weights, activations, scale, group, row, output),
+                        5 => tile::<5>(weights, activations, scale, group, row, output),
+                        _ => tile::<6>(weights, activations, scale, group, row, output),
                     }
                 }
                 row += rows;
@@ -284,11 +328,13 @@ mod kernel {
     }
 
     /// `R` rows from `first_row` by one group of 64 columns: one pass over the group's weights, four VNNI
-    /// instructions per row and k step, then the zero points' correction and the store of the columns that exist.
+    /// instructions per row and k step, then the zero points' correction, the scale if any, and the store of the
+    /// columns that exist.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn tile<const R: usize>(
         weights: &Int8Weights,
         activations: &Activations,
+        scale: Option<f32>,
         group: usize,
         first_row: usize,
         output: OutputColumns,
@@ -340,11 +386,16 @@ mod kernel {
                     );
                     let kept = (weights.n - column).min(16);
                     let mask: __mmask16 = if kept == 16 { !0 } else { (1u16 << kept) - 1 };
-                    _mm512_mask_storeu_epi32(
-                        output.0.add(row * weights.n + column) as *mut _,
-                        mask,
-                        corrected,
-                    );
+                    let to = output.0.add(row * weights.n + column);
+                    match scale {
+                        // Cast, then multiply: the rounding of tract's `Cast` and `Mul`, one after the other.
+                        Some(scale) => _mm512_mask_storeu_ps(
+                            to.cast(),
+                            mask,
+                            _mm512_mul_ps(_mm512_cvtepi32_ps(corrected), _mm512_set1_ps(scale)),
+                        ),
+                        None => _mm512_mask_storeu_epi32(to.cast(), mask, corrected),
+                    }
                 }
             }
         }
@@ -444,6 +495,33 @@ mod tests {
             product(&op, &a, &[2, 3, k], 9),
             reference(&a, &w, k, n, 9, 0)
         );
+    }
+
+    #[test]
+    fn a_scaled_product_is_the_cast_then_the_multiplication() {
+        let (k, n, rows) = (29, 70, 7);
+        let w = values(k * n, 3, |b| b as i8);
+        let Some(op) = Int8MatMul::new(Int8Weights::pack(&w, k, n, 4).unwrap()) else {
+            assert!(!kernel_available());
+            return;
+        };
+        let op = op.scaled();
+        let a = values(rows * k, 8, |b| b);
+        // A scale whose products round (not a power of two).
+        let scale = 0.013_7f32;
+        let inputs = tvec![
+            Tensor::from_shape(&[rows, k], &a).unwrap().into_tvalue(),
+            tensor0(21u8).into_tvalue(),
+            tensor2(&[[scale]]).into_tvalue()
+        ];
+        let output = op.eval(&EvalContext::out_of_plan(), inputs).unwrap();
+        let output = output[0].try_as_plain_ram().unwrap();
+        let expected: Vec<f32> = reference(&a, &w, k, n, 21, 4)
+            .into_iter()
+            .map(|sum| sum as f32 * scale)
+            .collect();
+        let bits = |xs: &[f32]| xs.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(output.as_slice::<f32>().unwrap()), bits(&expected));
     }
 
     #[test]

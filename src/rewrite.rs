@@ -130,7 +130,15 @@ pub fn int8_products_on_vnni(model: &mut TypedModel) -> TractResult<()> {
         )?;
         let op = Int8MatMul::new(weights).context("AVX-512 VNNI was found, then not")?;
         let mut patch = TypedModelPatch::default();
-        let inputs = patch.taps(model, &[node.inputs[0], node.inputs[3]])?;
+        let (op, inputs, replaced) = match cast_and_scale(model, node) {
+            Some((scale, scaled)) => (
+                op.scaled(),
+                vec![node.inputs[0], node.inputs[3], scale],
+                scaled,
+            ),
+            None => (op, vec![node.inputs[0], node.inputs[3]], id.into()),
+        };
+        let inputs = patch.taps(model, &inputs)?;
         let mut output = patch.wire_node(&node.name, op, &inputs)?[0];
         for (ix, &position) in product.dropped.iter().rev().enumerate() {
             output = patch.wire_node(
@@ -139,10 +147,43 @@ pub fn int8_products_on_vnni(model: &mut TypedModel) -> TractResult<()> {
                 &[output],
             )?[0];
         }
-        patch.shunt_outside(model, id.into(), output)?;
+        patch.shunt_outside(model, replaced, output)?;
         patch.apply(model)?;
     }
     model.compact()
+}
+
+/// The `Cast` to f32 and the `Mul` by a one-element f32 (the activations' scale times the weights') that follow a
+/// dynamically quantized product, when they are all its output feeds: the scale, and the `Mul`'s output.
+#[cfg(target_arch = "x86_64")]
+fn cast_and_scale(model: &TypedModel, product: &TypedNode) -> Option<(OutletId, OutletId)> {
+    use tract_onnx::tract_core::ops::cast::Cast;
+    let [to_cast] = &*product.outputs[0].successors else {
+        return None;
+    };
+    let cast = model.node(to_cast.node);
+    if cast
+        .op_as::<Cast>()
+        .is_none_or(|c| c.to != f32::datum_type())
+    {
+        return None;
+    }
+    let [to_mul] = &*cast.outputs[0].successors else {
+        return None;
+    };
+    let mul = model.node(to_mul.node);
+    if !mul.op_as::<TypedBinOp>().is_some_and(|op| op.0.is::<Mul>()) {
+        return None;
+    }
+    let scale = *mul.inputs.get(1 - to_mul.slot)?;
+    let scale_fact = model.outlet_fact(scale).ok()?;
+    let cast_fact = model.outlet_fact(cast.id.into()).ok()?;
+    let mul_fact = model.outlet_fact(mul.id.into()).ok()?;
+    (scale_fact.datum_type == f32::datum_type()
+        && scale_fact.shape.volume() == 1.to_dim()
+        && mul_fact.shape == cast_fact.shape
+        && mul_fact.datum_type == f32::datum_type())
+    .then_some((scale, mul.id.into()))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -398,6 +439,7 @@ fn quantize(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tract_onnx::tract_core::ops::cast::cast;
     use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::math::{add, mul, pow_const, tanh};
 
@@ -477,11 +519,13 @@ mod tests {
     }
 
     /// `MatMulInteger` as tract-onnx translates it: a nine-input quantized `EinSum` of u8 activations `[2, 1, 3, k]`
-    /// (a unit axis the output drops, as tract's declutter leaves GPT-2's projections) by a constant i8 `[k, n]`.
+    /// (a unit axis the output drops, as tract's declutter leaves GPT-2's projections) by a constant i8 `[k, n]`;
+    /// `scaled`: followed by the cast to f32 and the multiplication by a one-element scale, a third input.
     fn matmul_integer_graph(
         k: usize,
         n: usize,
         weight_zero_point: Tensor,
+        scaled: bool,
     ) -> TractResult<TypedModel> {
         let mut model = TypedModel::default();
         let a = model.add_source("a", u8::fact([2, 1, 3, k]))?;
@@ -496,7 +540,12 @@ mod tests {
         inputs.push(model.add_const("c_scale", tensor0(1f32))?);
         let axes = AxesMapping::from_strs(&["bxmk", "kn", "", "", "", "", "", "", ""], &["bmn"])?;
         let einsum = EinSum::newq(axes, i32::datum_type(), i32::datum_type());
-        let output = model.wire_node("product", einsum, &inputs)?;
+        let mut output = model.wire_node("product", einsum, &inputs)?;
+        if scaled {
+            let scale = model.add_source("scale", f32::fact([1, 1, 1]))?;
+            let cast = model.wire_node("cast", cast(f32::datum_type()), &output)?[0];
+            output = model.wire_node("scaled", mul(), &[cast, scale])?;
+        }
         model.select_output_outlets(&output)?;
         Ok(model)
     }
@@ -505,12 +554,19 @@ mod tests {
     fn int8_products_give_tracts_numbers_on_our_kernel() -> TractResult<()> {
         let (k, n) = (70, 90);
         let activations: Vec<u8> = (0..6 * k).map(|i| (i * 101 % 256) as u8).collect();
-        let inputs = tvec![
-            Tensor::from_shape(&[2, 1, 3, k], &activations)?.into_tvalue(),
-            tensor0(77u8).into_tvalue()
-        ];
-        for weight_zero_point in [tensor0(-3i8), tensor0(0i32)] {
-            let tracts = matmul_integer_graph(k, n, weight_zero_point.clone())?;
+        for (weight_zero_point, scaled) in [
+            (tensor0(-3i8), false),
+            (tensor0(0i32), false),
+            (tensor0(5i8), true),
+        ] {
+            let mut inputs = tvec![
+                Tensor::from_shape(&[2, 1, 3, k], &activations)?.into_tvalue(),
+                tensor0(77u8).into_tvalue()
+            ];
+            if scaled {
+                inputs.push(tensor3(&[[[0.0137f32]]]).into_tvalue());
+            }
+            let tracts = matmul_integer_graph(k, n, weight_zero_point.clone(), scaled)?;
             let mut ours = tracts.clone();
             int8_products_on_vnni(&mut ours)?;
             let ops = op_names(&ours);
@@ -518,9 +574,12 @@ mod tests {
             let expected = usize::from(crate::int8_matmul::kernel_available());
             #[cfg(not(target_arch = "x86_64"))]
             let expected = 0;
+            let count = |name: &str| ops.iter().filter(|op| *op == name).count();
+            assert_eq!(count("Int8MatMul"), expected, "{ops:?}");
+            // Scaled, the cast and the multiplication are the op's own.
             assert_eq!(
-                ops.iter().filter(|op| *op == "Int8MatMul").count(),
-                expected,
+                count("Cast"),
+                usize::from(scaled) * (1 - expected),
                 "{ops:?}"
             );
             let run = |model: TypedModel| -> TractResult<Tensor> {
@@ -532,7 +591,10 @@ mod tests {
             };
             let (tracts, ours) = (run(tracts)?, run(ours)?);
             assert_eq!(ours.shape(), [2, 3, n]);
-            assert_eq!(tracts, ours, "zero point {weight_zero_point:?}");
+            assert_eq!(
+                tracts, ours,
+                "zero point {weight_zero_point:?}, scaled {scaled}"
+            );
         }
         Ok(())
     }
