@@ -175,7 +175,11 @@ impl EvalOp for Int8MatMul {
         *output_shape.last_mut().context("rank 0 activations")? = weights.n;
         let activations = Activations::new(activations, rows, weights.k, zero_point);
         let output = if self.scaled {
-            let scale = inputs[2].try_as_plain_ram()?.as_slice::<f32>()?;
+            let scale = inputs
+                .get(2)
+                .context("a scaled product without its scale")?;
+            let scale = scale.try_as_plain_ram()?;
+            let scale = scale.as_slice::<f32>()?;
             ensure!(scale.len() == 1, "a scale of {} values", scale.len());
             let mut output = Tensor::zero::<f32>(&output_shape)?;
             let mut values = output.try_as_plain_ram_mut()?;
