@@ -24,8 +24,8 @@ const K_STEP: usize = 4;
 /// registers. Six, not four, so that a beam of 5 is one pass: the vocabulary projection then reads its 38 MB once
 /// (1.14 -> 0.94 ms); at 40 and 50 rows the two are the same.
 const ROWS_PER_PASS: usize = 6;
-/// Products of fewer multiply-adds stay on one thread: about 20 us of work, where handing a share to a spinning
-/// helper and waiting for it costs a few.
+/// Products of fewer multiply-adds stay on one thread: a few tens of microseconds of work, where handing a share
+/// over and waiting for it would be a sizeable part.
 const PARALLEL_MIN_MACS: usize = 1 << 20;
 
 /// 64 bytes, aligned as one vector load wants them.
@@ -49,7 +49,7 @@ pub struct Int8Weights {
 impl Int8Weights {
     pub fn pack(weights: &[i8], k: usize, n: usize, zero_point: i8) -> TractResult<Int8Weights> {
         ensure!(
-            weights.len() == k * n,
+            k > 0 && n > 0 && weights.len() == k * n,
             "weights of {} values for [{k}, {n}]",
             weights.len()
         );
@@ -548,5 +548,7 @@ mod tests {
     fn packing_refuses_weights_of_the_wrong_length() {
         let error = Int8Weights::pack(&[1, 2, 3], 2, 2, 0).err().unwrap();
         assert!(error.to_string().contains("[2, 2]"), "{error}");
+        let error = Int8Weights::pack(&[], 3, 0, 0).err().unwrap();
+        assert!(error.to_string().contains("[3, 0]"), "{error}");
     }
 }
