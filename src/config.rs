@@ -467,10 +467,10 @@ impl Config {
                     &format!("{label}: [camera.device] width and height go together")
                 ));
             }
-            if !cfg!(feature = "camera") {
+            if !cfg!(target_os = "linux") {
                 bail!(file.at(
                     camera,
-                    &format!("{label}: this build has no camera support (cargo feature `camera`)")
+                    &format!("{label}: [camera.device] cameras are read through V4L2, which only Linux has")
                 ));
             }
         }

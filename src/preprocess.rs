@@ -115,6 +115,61 @@ pub fn decode_rgb(bytes: &[u8], origin: &str, hint: Option<ImageFormat>) -> Resu
     Ok(image.to_rgb8())
 }
 
+/// A camera's packed YUYV 4:2:2 frame (two pixels in four bytes: Y0 U Y1 V, each row `bytes_per_line` long) as
+/// RGB, with BT.601's studio-range coefficients, which UVC webcams use for this format.
+pub fn yuyv_to_rgb(
+    data: &[u8],
+    width: u32,
+    height: u32,
+    bytes_per_line: u32,
+    origin: &str,
+) -> Result<RgbImage> {
+    ensure!(
+        width > 0 && height > 0,
+        "{origin}: frame has no pixels ({width}x{height})"
+    );
+    ensure!(
+        width <= MAX_SIDE
+            && height <= MAX_SIDE
+            && u64::from(width) * u64::from(height) <= MAX_PIXELS,
+        "{origin}: frame is {width}x{height} pixels, larger than the {MAX_SIDE} pixels a side and {} megapixels \
+         accepted",
+        MAX_PIXELS / 1_000_000
+    );
+    ensure!(
+        width.is_multiple_of(2),
+        "{origin}: a YUYV frame's width must be even, not {width}"
+    );
+    let row_bytes = width as usize * 2;
+    let stride = bytes_per_line as usize;
+    ensure!(
+        stride >= row_bytes,
+        "{origin}: YUYV rows of {stride} bytes cannot hold {width} pixels ({row_bytes} bytes)"
+    );
+    let needed = stride * (height as usize - 1) + row_bytes;
+    ensure!(
+        data.len() >= needed,
+        "{origin}: YUYV frame of {width}x{height} needs {needed} bytes, the camera sent {}",
+        data.len()
+    );
+    let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
+    for row in data[..needed].chunks(stride) {
+        for quad in row[..row_bytes].chunks_exact(4) {
+            let (u, v) = (i32::from(quad[1]) - 128, i32::from(quad[3]) - 128);
+            for y in [quad[0], quad[2]] {
+                let c = 298 * (i32::from(y) - 16) + 128;
+                let channel = |value: i32| (value >> 8).clamp(0, 255) as u8;
+                rgb.extend([
+                    channel(c + 409 * v),
+                    channel(c - 100 * u - 208 * v),
+                    channel(c + 516 * u),
+                ]);
+            }
+        }
+    }
+    RgbImage::from_raw(width, height, rgb).context("YUYV conversion produced a wrong-sized image")
+}
+
 fn describe_image_error(origin: &str, format: ImageFormat, e: ImageError) -> anyhow::Error {
     let kind = format!("{format:?}").to_uppercase();
     match e {
@@ -431,5 +486,53 @@ mod tests {
         assert!(t[..16].iter().all(|&v| v == 1.0));
         assert!(t[16..32].iter().all(|&v| v == -1.0));
         assert!(t[32..].iter().all(|&v| (v - 0.2).abs() < 1e-6));
+    }
+
+    #[test]
+    fn yuyv_frames_convert_with_bt601_studio_range() {
+        // Two rows of two pixel pairs, each row padded to 12 bytes: black | white, then red | blue.
+        #[rustfmt::skip]
+        let frame = [
+            16, 128, 16, 128,   235, 128, 235, 128,   9, 9, 9, 9,
+            82, 90, 82, 240,    41, 240, 41, 110,     9, 9, 9, 9,
+        ];
+        let image = yuyv_to_rgb(&frame, 4, 2, 12, "test").expect("converts");
+        let pixels: Vec<[u8; 3]> = image.pixels().map(|p| p.0).collect();
+        assert_eq!(
+            pixels,
+            [
+                [0, 0, 0],
+                [0, 0, 0],
+                [255, 255, 255],
+                [255, 255, 255],
+                [255, 1, 0],
+                [255, 1, 0],
+                [0, 0, 255],
+                [0, 0, 255]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_short_or_odd_yuyv_frame_is_an_error_that_says_why() {
+        let error = |data: &[u8], w, h, stride| {
+            format!(
+                "{:#}",
+                yuyv_to_rgb(data, w, h, stride, "/dev/video0").unwrap_err()
+            )
+        };
+        assert_eq!(
+            error(&[0; 15], 4, 2, 8),
+            "/dev/video0: YUYV frame of 4x2 needs 16 bytes, the camera sent 15"
+        );
+        assert_eq!(
+            error(&[0; 16], 3, 2, 8),
+            "/dev/video0: a YUYV frame's width must be even, not 3"
+        );
+        assert_eq!(
+            error(&[0; 16], 4, 2, 6),
+            "/dev/video0: YUYV rows of 6 bytes cannot hold 4 pixels (8 bytes)"
+        );
+        assert!(error(&[], 20000, 2, 40000).contains("larger than the 16384 pixels a side"));
     }
 }

@@ -37,11 +37,11 @@ pub fn open(camera: &CameraConfig) -> Box<dyn FrameSource> {
     match camera.source() {
         SourceConfig::File(file) => Box::new(FileSource::new(file)),
         SourceConfig::Http(http) => Box::new(HttpSource::new(http)),
-        #[cfg(feature = "camera")]
+        #[cfg(target_os = "linux")]
         SourceConfig::Device(device) => Box::new(device::DeviceSource::new(device)),
-        #[cfg(not(feature = "camera"))]
+        #[cfg(not(target_os = "linux"))]
         SourceConfig::Device(_) => {
-            unreachable!("Config::load refuses [camera.device] without the camera feature")
+            unreachable!("Config::load refuses [camera.device] where there is no V4L2")
         }
     }
 }
@@ -203,100 +203,149 @@ impl FrameSource for HttpSource {
     }
 }
 
-#[cfg(feature = "camera")]
+#[cfg(target_os = "linux")]
+mod v4l2;
+
+#[cfg(target_os = "linux")]
 mod device {
-    //! USB/V4L2 cameras through nokhwa. The stream stays open between pictures; a failure closes it, and the
-    //! next grab (after the daemon's backoff) opens it again, which is what brings back an unplugged camera.
+    //! USB/V4L2 cameras. The stream stays open between pictures; a failure closes it, and the next grab (after
+    //! the daemon's backoff) opens it again, which is what brings back an unplugged camera.
 
-    use std::time::SystemTime;
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime};
 
-    use anyhow::{Context, Result};
-    use image::ImageFormat;
-    use nokhwa::Camera;
-    use nokhwa::pixel_format::RgbFormat;
-    use nokhwa::utils::{
-        CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
-    };
+    use anyhow::{Context, Result, bail};
+    use image::{ImageFormat, RgbImage};
 
+    use super::v4l2::{Device, Filled, FourCc, Negotiated, Stream};
     use super::{Frame, FrameSource};
     use crate::config::DeviceSourceConfig;
     use crate::preprocess;
 
-    /// Frames a V4L2 driver keeps queued; they are older than the moment of asking, so they are skipped.
-    const DRIVER_BUFFERS: usize = 4;
+    /// How long a streaming camera may take to deliver a frame before the grab fails (and the stream is
+    /// reopened): a stalled USB camera must not hold its thread forever.
+    const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Buffers the driver fills in turn; the ones filled before a grab are skipped.
+    const BUFFERS: u32 = 3;
+
+    /// The formats taken, best first: compressed frames are small and go through the same JPEG checks as files.
+    const FORMATS: [FourCc; 3] = [FourCc::MJPG, FourCc::JPEG, FourCc::YUYV];
 
     pub struct DeviceSource {
-        index: CameraIndex,
-        requested: RequestedFormatType,
+        config: DeviceSourceConfig,
         label: String,
-        camera: Option<Camera>,
+        stream: Option<(Stream, Negotiated)>,
     }
 
     impl DeviceSource {
         pub fn new(config: &DeviceSourceConfig) -> DeviceSource {
-            let (index, label) = match (&config.index, &config.name) {
-                (Some(index), _) => (CameraIndex::Index(*index), format!("/dev/video{index}")),
-                (None, name) => {
-                    let name = name.clone().unwrap_or_default();
-                    (
-                        CameraIndex::String(name.clone()),
-                        format!("camera `{name}`"),
-                    )
-                }
-            };
-            let resolution = config
-                .width
-                .zip(config.height)
-                .map(|(w, h)| Resolution::new(w, h));
-            let requested = match (resolution, config.fps) {
-                (Some(resolution), fps) => RequestedFormatType::Closest(CameraFormat::new(
-                    resolution,
-                    FrameFormat::MJPEG,
-                    fps.unwrap_or(5),
-                )),
-                (None, Some(fps)) => RequestedFormatType::HighestFrameRate(fps),
-                (None, None) => RequestedFormatType::AbsoluteHighestResolution,
+            let label = match (&config.index, &config.name) {
+                (Some(index), _) => format!("/dev/video{index}"),
+                (None, name) => format!("camera `{}`", name.as_deref().unwrap_or_default()),
             };
             DeviceSource {
-                index,
-                requested,
+                config: config.clone(),
                 label,
-                camera: None,
+                stream: None,
             }
         }
 
-        fn open(&self) -> Result<Camera> {
-            let format = RequestedFormat::new::<RgbFormat>(self.requested);
-            let mut camera = Camera::new(self.index.clone(), format)
-                .with_context(|| format!("{}: cannot open the camera", self.label))?;
-            camera
-                .open_stream()
+        /// `/dev/videoN` by index, or the capture device whose name (V4L2's card name, as
+        /// `v4l2-ctl --list-devices` shows it) is the configured one.
+        fn find(&self) -> Result<Device> {
+            if let Some(index) = self.config.index {
+                let path = PathBuf::from(format!("/dev/video{index}"));
+                return Device::open(&path)
+                    .with_context(|| format!("{}: cannot open the camera", self.label));
+            }
+            let wanted = self.config.name.as_deref().unwrap_or_default();
+            let devices = Device::all()
+                .with_context(|| format!("{}: cannot list /dev for cameras", self.label))?;
+            let mut seen = Vec::new();
+            for (path, device) in devices {
+                match device {
+                    Ok(device) if device.name == wanted => return Ok(device),
+                    Ok(device) => seen.push(format!("{} `{}`", path.display(), device.name)),
+                    Err(_) => {}
+                }
+            }
+            if seen.is_empty() {
+                bail!(
+                    "{}: cannot open the camera: no V4L2 capture device is connected",
+                    self.label
+                );
+            }
+            bail!(
+                "{}: cannot open the camera: no capture device has that name (connected: {})",
+                self.label,
+                seen.join(", ")
+            )
+        }
+
+        fn open(&self) -> Result<(Stream, Negotiated)> {
+            let device = self.find()?;
+            let offered = device
+                .formats()
+                .with_context(|| format!("{}: cannot list the camera's formats", self.label))?;
+            let Some(&wanted) = FORMATS.iter().find(|f| offered.contains(f)) else {
+                bail!(
+                    "{}: the camera offers none of the formats read here (MJPG, JPEG, YUYV); it has {}",
+                    self.label,
+                    names(&offered)
+                );
+            };
+            // Without a requested size the driver clamps "as large as possible" to its largest.
+            let (width, height) = self
+                .config
+                .width
+                .zip(self.config.height)
+                .unwrap_or((u32::MAX, u32::MAX));
+            let format = device
+                .set_format(wanted, width, height)
+                .with_context(|| format!("{}: cannot set the capture format", self.label))?;
+            if !FORMATS.contains(&format.pixel_format) {
+                bail!(
+                    "{}: asked for {}, the driver chose {}, which is not read here",
+                    self.label,
+                    wanted.name(),
+                    format.pixel_format.name()
+                );
+            }
+            if let Some(fps) = self.config.fps {
+                // A request: a driver without frame-rate control refuses, and the camera keeps its own rate.
+                if let Err(e) = device.set_frame_rate(fps) {
+                    log::debug!("{}: frame rate {fps} not set: {e}", self.label);
+                }
+            }
+            let name = device.name.clone();
+            let stream = device
+                .stream(BUFFERS)
                 .with_context(|| format!("{}: cannot start streaming", self.label))?;
-            Ok(camera)
+            log::info!(
+                "{}: streaming {}x{} {} from `{name}`",
+                self.label,
+                format.width,
+                format.height,
+                format.pixel_format.name()
+            );
+            Ok((stream, format))
         }
 
         fn capture(&mut self) -> Result<Frame> {
-            let camera = match &mut self.camera {
-                Some(camera) => camera,
-                None => self.camera.insert(self.open()?),
+            let (stream, format) = match &mut self.stream {
+                Some(open) => open,
+                None => self.stream.insert(self.open()?),
             };
-            for _ in 0..DRIVER_BUFFERS {
-                camera
-                    .frame_raw()
-                    .with_context(|| format!("{}: cannot read a frame", self.label))?;
-            }
+            let format = *format;
+            let label = &self.label;
             let taken_at = SystemTime::now();
-            let buffer = camera
-                .frame()
-                .with_context(|| format!("{}: cannot read a frame", self.label))?;
-            // MJPEG goes through the same JPEG checks as files; nokhwa converts the raw formats.
-            let image = if buffer.source_frame_format() == FrameFormat::MJPEG {
-                preprocess::decode_rgb(buffer.buffer(), &self.label, Some(ImageFormat::Jpeg))?
-            } else {
-                buffer
-                    .decode_image::<RgbFormat>()
-                    .with_context(|| format!("{}: cannot convert the frame to RGB", self.label))?
-            };
+            let image = stream
+                .newest(FRAME_TIMEOUT, |filled| match filled {
+                    Filled::Frame(data) => decode(data, &format, label),
+                    Filled::Corrupted => bail!("{label}: the driver marked the frame as corrupted"),
+                })
+                .with_context(|| format!("{label}: cannot read a frame"))??;
             Ok(Frame {
                 image,
                 origin: self.label.clone(),
@@ -305,12 +354,37 @@ mod device {
         }
     }
 
+    fn decode(data: &[u8], format: &Negotiated, label: &str) -> Result<RgbImage> {
+        if format.pixel_format == FourCc::YUYV {
+            preprocess::yuyv_to_rgb(
+                data,
+                format.width,
+                format.height,
+                format.bytes_per_line,
+                label,
+            )
+        } else {
+            preprocess::decode_rgb(data, label, Some(ImageFormat::Jpeg))
+        }
+    }
+
+    fn names(formats: &[FourCc]) -> String {
+        if formats.is_empty() {
+            return "no capture formats".to_string();
+        }
+        formats
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     impl FrameSource for DeviceSource {
         fn grab(&mut self) -> Result<Option<Frame>> {
             let frame = self.capture();
             if frame.is_err() {
                 // Closed now, reopened on the next grab: an unplugged camera comes back with a new stream.
-                self.camera = None;
+                self.stream = None;
             }
             frame.map(Some)
         }
@@ -320,16 +394,19 @@ mod device {
     mod tests {
         use super::*;
 
-        #[test]
-        fn a_missing_camera_is_an_error_that_names_it() {
-            let config = DeviceSourceConfig {
-                index: Some(97),
-                name: None,
+        fn config(index: Option<u32>, name: Option<&str>) -> DeviceSourceConfig {
+            DeviceSourceConfig {
+                index,
+                name: name.map(str::to_string),
                 width: None,
                 height: None,
                 fps: None,
-            };
-            let mut source = DeviceSource::new(&config);
+            }
+        }
+
+        #[test]
+        fn a_missing_camera_is_an_error_that_names_it() {
+            let mut source = DeviceSource::new(&config(Some(97), None));
             let error = source
                 .grab()
                 .err()
@@ -338,7 +415,23 @@ mod device {
                 format!("{error:#}").contains("/dev/video97: cannot open the camera"),
                 "{error:#}"
             );
-            assert!(source.camera.is_none());
+            assert!(source.stream.is_none());
+        }
+
+        #[test]
+        fn a_camera_by_a_name_no_device_has_is_an_error_that_names_it() {
+            let mut source = DeviceSource::new(&config(None, Some("No Such Camera 97")));
+            let error = format!("{:#}", source.grab().err().expect("no such camera"));
+            assert!(
+                error.starts_with("camera `No Such Camera 97`: cannot open the camera: no "),
+                "{error}"
+            );
+        }
+
+        #[test]
+        fn formats_are_listed_by_their_four_character_codes() {
+            assert_eq!(names(&[FourCc::MJPG, FourCc::YUYV]), "MJPG, YUYV");
+            assert_eq!(names(&[]), "no capture formats");
         }
     }
 }

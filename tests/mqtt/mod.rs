@@ -139,13 +139,22 @@ impl Drop for Broker {
     }
 }
 
+/// Sends `TERM` or `KILL` to a child process (by a system call: a minimal system may have no `kill` program).
 pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid} failed");
+    let number = match name {
+        "TERM" => libc::SIGTERM,
+        "KILL" => libc::SIGKILL,
+        _ => panic!("no signal SIG{name} in the tests"),
+    };
+    let pid = libc::pid_t::try_from(pid).expect("a process id");
+    // SAFETY: kill(2) takes plain integers.
+    let sent = unsafe { libc::kill(pid, number) };
+    assert_eq!(
+        sent,
+        0,
+        "kill -{name} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 #[derive(Debug, Clone)]
