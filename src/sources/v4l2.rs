@@ -249,7 +249,8 @@ impl Device {
         let mut capability: Capability = zeroed();
         // SAFETY: VIDIOC_QUERYCAP takes a v4l2_capability.
         unsafe { ioctl(&file, QUERYCAP, &mut capability) }.map_err(|e| {
-            if e.raw_os_error() == Some(libc::ENOTTY) {
+            // ENOTTY from a kernel; ENOSYS from qemu-user, which passes on only the ioctls it knows.
+            if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::ENOSYS)) {
                 io::Error::other("not a V4L2 device")
             } else {
                 e

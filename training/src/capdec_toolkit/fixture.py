@@ -19,10 +19,11 @@ from .gpt2 import Gpt2Config
 from .mapper import MapperConfig
 from .preprocess import load_rgb, resize_and_crop
 from .reference import goldens
+from .seeded import measured_std, reseed_
 
 # scikit-image's sample photographs (public domain or CC0, see skimage/data/README.txt): colour, grey, JPEG.
 PHOTOGRAPHS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png")
-SEED = 20261126
+SEED = 20261201
 DESCRIPTION = (
     "Test fixture, not a captioner: random weights in CapDec's structure (tiny ViT CLIP 224 px / patch 32, "
     "transformer mapper, 2-layer GPT-2 with the real 50,257-token vocabulary). Made by `capdec-toolkit fixture`."
@@ -39,7 +40,9 @@ def tiny_hf_clip(folder: Path) -> None:
                        "num_hidden_layers": 2, "num_attention_heads": 2},
         projection_dim=32,
     )
-    CLIPModel(config).save_pretrained(folder)
+    model = CLIPModel(config)
+    reseed_(model, SEED)
+    model.save_pretrained(folder)
 
 
 def tiny_capdec() -> CapDecModel:
@@ -48,11 +51,12 @@ def tiny_capdec() -> CapDecModel:
         Gpt2Config(layers=2, heads=2, width=32, vocab_size=50257, max_positions=128),
     )
     model = CapDecModel(config)
-    # Wide random weights make the next-token distribution peaked, so golden beams are far from ties.
-    for module in model.modules():
-        for name, parameter in module.named_parameters(recurse=False):
-            if not isinstance(module, nn.LayerNorm) and name != "bias":
-                nn.init.normal_(parameter, std=0.3)
+
+    def wide(module: nn.Module, name: str, parameter: nn.Parameter) -> float:
+        # Wide random weights make the next-token distribution peaked, so golden beams are far from ties.
+        return measured_std(parameter) if isinstance(module, nn.LayerNorm) or name == "bias" else 0.3
+
+    reseed_(model, SEED + 1, wide)
     return model.eval()
 
 
