@@ -19,6 +19,7 @@ from .clip_models import OPENAI_MEAN, OPENAI_STD, load_clip
 from .export import ExportOptions, export_bundle
 from .gpt2 import Gpt2Config
 from .mapper import MapperConfig
+from .seeded import reseed_
 
 GPT2 = Gpt2Config(layers=12, heads=12, width=768, vocab_size=50257, max_positions=1024)
 DISTILGPT2 = Gpt2Config(layers=6, heads=12, width=768, vocab_size=50257, max_positions=1024)
@@ -61,7 +62,7 @@ CONFIGS = {
 }
 
 
-def _save_random_clip(kind: str, folder: Path) -> None:
+def _save_random_clip(kind: str, folder: Path, seed: int) -> None:
     """The real architectures, saved the way their public weights are published, so load_clip reads them."""
     if kind == "vit-b-32":
         from transformers import CLIPConfig, CLIPModel
@@ -73,12 +74,15 @@ def _save_random_clip(kind: str, folder: Path) -> None:
                            "num_hidden_layers": 12, "num_attention_heads": 12},
             projection_dim=512,
         )
-        CLIPModel(config).save_pretrained(folder)
+        model = CLIPModel(config)
+        reseed_(model, seed)
+        model.save_pretrained(folder)
         return
     import open_clip
 
     model_config = open_clip.get_model_config("RN50x4")
     model = open_clip.create_model("RN50x4", pretrained=None)
+    reseed_(model, seed)
     preprocess = {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD)}
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_config, "preprocess_cfg": preprocess}))
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
@@ -94,9 +98,12 @@ def generate(config: RealSize, out: Path, seed: int = 0) -> Bundle:
     source = source_folder(out)
     clip_folder = source / "clip"
     clip_folder.mkdir(parents=True, exist_ok=True)
-    _save_random_clip(config.clip, clip_folder)
+    # Weights that are the same bits on every CPU (seeded.py), so that the checksums hold everywhere.
+    _save_random_clip(config.clip, clip_folder, seed)
     checkpoint = source / f"{config.name}_prefix-000.pt"
-    save_checkpoint(CapDecModel(CapDecConfig(config.mapper, config.gpt)), checkpoint)
+    capdec = CapDecModel(CapDecConfig(config.mapper, config.gpt))
+    reseed_(capdec, seed + 1)
+    save_checkpoint(capdec, checkpoint)
     description = f"Random weights, real size, for benchmarks only: {config.description}."
     return export_bundle(
         load_clip(str(clip_folder)), load_checkpoint(checkpoint), out, ExportOptions(config.name, description)
