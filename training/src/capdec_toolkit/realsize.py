@@ -133,5 +133,8 @@ def ensure_bundle(name: str, folder: Path, checksums: Path) -> Bundle:
         generate(CONFIGS[name], out)
     actual = manifest_sha256(out)
     if actual != expected:
-        raise BundleError(f"{out / 'bundle.toml'}: SHA-256 {actual}, {checksums} expects {expected}")
+        raise BundleError(
+            f"{out / 'bundle.toml'}: SHA-256 {actual}, {checksums} expects {expected} (a bundle generated before the"
+            f" checksums changed: delete {out} and {source_folder(out)} to generate it again)"
+        )
     return Bundle.open(out)
