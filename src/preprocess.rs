@@ -146,12 +146,14 @@ pub fn yuyv_to_rgb(
         stride >= row_bytes,
         "{origin}: YUYV rows of {stride} bytes cannot hold {width} pixels ({row_bytes} bytes)"
     );
-    let needed = stride * (height as usize - 1) + row_bytes;
+    // In u64: a driver's stride times the height can exceed a 32-bit board's usize.
+    let needed = u64::from(bytes_per_line) * u64::from(height - 1) + row_bytes as u64;
     ensure!(
-        data.len() >= needed,
+        data.len() as u64 >= needed,
         "{origin}: YUYV frame of {width}x{height} needs {needed} bytes, the camera sent {}",
         data.len()
     );
+    let needed = needed as usize; // at most data.len()
     let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
     for row in data[..needed].chunks(stride) {
         for quad in row[..row_bytes].chunks_exact(4) {
