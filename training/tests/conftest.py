@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from capdec_toolkit.checkpoint import CapDecConfig, CapDecModel, save_checkpoint
-from capdec_toolkit.fixture import tiny_hf_clip
-from capdec_toolkit.gpt2 import Gpt2Config
-from capdec_toolkit.mapper import MapperConfig
+from capdec_toolkit.models.checkpoint import CapDecConfig, CapDecModel, save_checkpoint
+from capdec_toolkit.models.gpt2 import Gpt2Config
+from capdec_toolkit.models.mapper import MapperConfig
+from capdec_toolkit.parity.fixture import tiny_hf_clip
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP_SIZE = 32

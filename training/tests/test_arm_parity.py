@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from capdec_toolkit.arm_parity import Job, jobs_for, tolerance
+from capdec_toolkit.parity.arm_parity import Job, jobs_for, tolerance
 
 
 def _job(bundle: str, precision: str, images: int = 60) -> Job:

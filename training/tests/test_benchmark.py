@@ -7,19 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from capdec_toolkit.benchmark import (
+from capdec_toolkit.bench.benchmark import (
     STAGES,
     BenchSettings,
     capdec_reference_caption,
     fixed_length,
     onnxruntime_stages,
 )
-from capdec_toolkit.bundle import Bundle
-from capdec_toolkit.checkpoint import load_checkpoint
-from capdec_toolkit.mapper import MapperConfig
-from capdec_toolkit.preprocess import load_rgb
-from capdec_toolkit.realsize import RealSize, generate, source_folder
-from capdec_toolkit.reference import OrtCaptioner
+from capdec_toolkit.bench.realsize import RealSize, generate, source_folder
+from capdec_toolkit.models.checkpoint import load_checkpoint
+from capdec_toolkit.models.mapper import MapperConfig
+from capdec_toolkit.reference.bundle import Bundle
+from capdec_toolkit.reference.preprocess import load_rgb
+from capdec_toolkit.reference.reference import OrtCaptioner
 
 from conftest import TINY_GPT
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from capdec_toolkit.checkpoint import CheckpointError, load_checkpoint
 from capdec_toolkit.cli import main
+from capdec_toolkit.models.checkpoint import CheckpointError, load_checkpoint
 
 from conftest import make_checkpoint
 

@@ -4,8 +4,8 @@ import itertools
 
 import numpy as np
 
-from capdec_toolkit.decoding import SearchRules, beam_search, greedy, log_softmax
-from capdec_toolkit.tokenizer import decode_text, gpt2_tokenizer
+from capdec_toolkit.reference.decoding import SearchRules, beam_search, greedy, log_softmax
+from capdec_toolkit.reference.tokenizer import decode_text, gpt2_tokenizer
 
 
 class TableStepper:

@@ -1,14 +1,42 @@
-"""The committed outputs of `capdec-toolkit demo`: the held-out scenes the Rust test reads."""
+"""The committed outputs of `capdec-toolkit demo`: the held-out scenes the Rust test reads, and the recipe they
+came from."""
 
 from __future__ import annotations
 
 import json
+import tomllib
+from dataclasses import asdict
+from typing import Any
 
-from capdec_toolkit.scene_world import COLOURS, SHAPES, first_colour_and_shape
+from capdec_toolkit.demo.scene_world import COLOURS, SHAPES, captions, first_colour_and_shape, sample_scenes
 
 from conftest import REPO
 
 SCENES = REPO / "tests" / "data" / "demo-scenes"
+# The recipe that made the committed models/demo (commit 45f4af2), written out rather than read from the code that
+# runs it, so that a changed default cannot pass unnoticed: what its bundle.toml, docs/demo-model.md and test scenes
+# record (checked below), and for the rest the values that run used.
+RECIPE: dict[str, Any] = {
+    "seed": 20261127,
+    "train_scenes": 40000,
+    "decoder_captions": 20000,
+    "eval_scenes": 150,
+    "shipped_scenes": 150,
+    "variances": (0.0, 0.001, 0.016, 0.1),
+    "clip": {
+        "image_size": 32, "patch_size": 4, "width": 96, "layers": 6, "heads": 4, "text_layers": 2,
+        "embedding_size": 128, "steps": 4500, "batch_size": 128, "learning_rate": 1e-3, "warmup_steps": 100,
+        "initial_temperature": 0.01, "sibling_pairs": True, "seed": 20261127,
+    },
+    "decoder": {
+        "mapper": "mlp", "prefix_length": 10, "mapper_layers": 4, "mapper_heads": 4, "layers": 4, "heads": 2,
+        "width": 32,
+        "training": {
+            "epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "freeze_gpt": False, "max_caption_tokens": 40,
+            "device": "cpu",
+        },
+    },
+}
 
 
 def test_shipped_scenes_have_references_that_name_their_main_object() -> None:
@@ -23,9 +51,43 @@ def test_shipped_scenes_have_references_that_name_their_main_object() -> None:
 
 
 def test_the_demo_command_runs_the_recipe_by_default() -> None:
-    from capdec_toolkit.cli import parser
-    from capdec_toolkit.demo import DEMO_CLIP, DEMO_TRAIN_SCENES, DecoderOptions
+    """A default changed in the CLI or in demo/demo.py fails here until models/demo is made again with it."""
+    from capdec_toolkit.cli import demo_options, parser
 
-    args = parser().parse_args(["demo", "--out", "bundle", "--work", "work"])
-    assert args.clip_steps == DEMO_CLIP.steps and args.train_scenes == DEMO_TRAIN_SCENES
-    assert args.mapper == DecoderOptions().mapper and args.decoder_epochs == DecoderOptions().training.epochs
+    options = asdict(demo_options(parser().parse_args(["demo"])))
+    for path in ("out", "work", "docs", "scenes", "examples"):
+        del options[path]
+    for per_decoder in ("noise_variance", "seed"):  # run_demo sets these for each decoder it trains
+        del options["decoder"]["training"][per_decoder]
+    assert options == RECIPE
+
+
+def test_the_recipe_is_what_the_committed_demo_model_records() -> None:
+    clip, decoder, training = RECIPE["clip"], RECIPE["decoder"], RECIPE["decoder"]["training"]
+    manifest = tomllib.loads((REPO / "models" / "demo" / "bundle.toml").read_text())
+    assert (manifest["encoder"]["input_size"], manifest["encoder"]["embedding_size"]) == (
+        clip["image_size"], clip["embedding_size"]
+    )
+    assert (manifest["mapper"]["kind"], manifest["mapper"]["prefix_length"]) == (
+        decoder["mapper"], decoder["prefix_length"]
+    )
+    assert (manifest["decoder"]["layers"], manifest["decoder"]["heads"], manifest["decoder"]["width"]) == (
+        decoder["layers"], decoder["heads"], decoder["width"]
+    )
+    assert (
+        f"ViT {clip['image_size']} px / patch {clip['patch_size']}, width {clip['width']}, {clip['layers']} layers, "
+        f"{clip['embedding_size']}-d) trained contrastively on {RECIPE['train_scenes']} scenes"
+    ) in manifest["description"]
+
+    page = " ".join((REPO / "docs" / "demo-model.md").read_text().split())
+    assert f"{clip['text_layers']}-layer text tower" in page
+    assert f"{clip['steps']} steps of {clip['batch_size']} scenes" in page
+    epochs, batch, rate = training["epochs"], training["batch_size"], training["learning_rate"]
+    assert f"({epochs} epochs, batch {batch}, learning rate {rate:g})" in page
+    assert f"All evaluation uses {RECIPE['eval_scenes']} held-out scenes" in page
+    assert all(f"| {variance:g} | " in page for variance in RECIPE["variances"])
+
+    # run_demo samples the held-out scenes with the seed after the recipe's, and ships the first of them.
+    scenes = sample_scenes(RECIPE["eval_scenes"], RECIPE["seed"] + 1, held_out=True)[: RECIPE["shipped_scenes"]]
+    references = json.loads((SCENES / "references.json").read_text())
+    assert [scene["references"] for scene in references.values()] == [captions(scene) for scene in scenes]

@@ -10,13 +10,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from capdec_toolkit.bundle import Bundle
-from capdec_toolkit.checkpoint import load_checkpoint
-from capdec_toolkit.clip_models import load_clip
-from capdec_toolkit.export import ExportOptions, drift_report, export_bundle
-from capdec_toolkit.onnx_export import read_token_table
-from capdec_toolkit.preprocess import load_rgb, preprocess
-from capdec_toolkit.reference import OrtCaptioner
+from capdec_toolkit.export.export import ExportOptions, drift_report, export_bundle
+from capdec_toolkit.models.checkpoint import load_checkpoint
+from capdec_toolkit.models.clip_models import load_clip
+from capdec_toolkit.reference.bundle import Bundle
+from capdec_toolkit.reference.preprocess import load_rgb, preprocess
+from capdec_toolkit.reference.reference import OrtCaptioner, read_token_table
 
 
 def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:

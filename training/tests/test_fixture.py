@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from capdec_toolkit.bundle import Bundle
-from capdec_toolkit.fixture import build_fixture
+from capdec_toolkit.parity.fixture import build_fixture
+from capdec_toolkit.reference.bundle import Bundle
 
 from conftest import REPO
 

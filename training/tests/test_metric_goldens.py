@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from capdec_toolkit.cli import main
-from capdec_toolkit.metric_goldens import GOLDEN_CASES, metric_goldens
-from capdec_toolkit.metrics import score_captions
+from capdec_toolkit.parity.metric_goldens import GOLDEN_CASES, metric_goldens
+from capdec_toolkit.reference.metrics import score_captions
 
 from conftest import REPO
 

@@ -7,9 +7,9 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-from capdec_toolkit.metric_goldens import GOLDEN_CASES, GoldenCase
-from capdec_toolkit.metrics import score_captions, tokenize
-from capdec_toolkit.scene_world import captions, sample_scenes
+from capdec_toolkit.demo.scene_world import captions, sample_scenes
+from capdec_toolkit.parity.metric_goldens import GOLDEN_CASES, GoldenCase
+from capdec_toolkit.reference.metrics import score_captions, tokenize
 
 
 def test_tokenisation_lowercases_and_drops_punctuation() -> None:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from capdec_toolkit.scene_render import RENDER_SIZE, render
-from capdec_toolkit.scene_world import (
+from capdec_toolkit.demo.scene_render import RENDER_SIZE, render
+from capdec_toolkit.demo.scene_world import (
     COLOURS,
     REFERENCES_PER_SCENE,
     SHAPES,

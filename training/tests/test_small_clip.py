@@ -5,10 +5,9 @@ from pathlib import Path
 import open_clip
 import torch
 
-from capdec_toolkit.clip_models import load_clip
-from capdec_toolkit.scene_render import render
-from capdec_toolkit.scene_world import captions, sample_scenes
-from capdec_toolkit.small_clip import (
+from capdec_toolkit.demo.scene_render import render
+from capdec_toolkit.demo.scene_world import captions, sample_scenes
+from capdec_toolkit.demo.small_clip import (
     CLIP_END_OF_TEXT,
     SmallClipOptions,
     build_small_clip,
@@ -19,6 +18,7 @@ from capdec_toolkit.small_clip import (
     save_small_clip,
     train_small_clip,
 )
+from capdec_toolkit.models.clip_models import load_clip
 
 TINY = SmallClipOptions(image_size=32, patch_size=8, width=32, layers=1, heads=2, text_layers=1,
                         embedding_size=16, steps=40, batch_size=16, learning_rate=2e-3, warmup_steps=5)

@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from capdec_toolkit.checkpoint import CapDecConfig, CapDecModel, load_checkpoint
 from capdec_toolkit.cli import main
-from capdec_toolkit.clip_models import load_clip
-from capdec_toolkit.gpt2 import Gpt2Config
-from capdec_toolkit.mapper import MapperConfig
-from capdec_toolkit.train import CorpusError, TrainOptions, inject_noise, read_corpus, train
+from capdec_toolkit.models.checkpoint import CapDecConfig, CapDecModel, load_checkpoint
+from capdec_toolkit.models.clip_models import load_clip
+from capdec_toolkit.models.gpt2 import Gpt2Config
+from capdec_toolkit.models.mapper import MapperConfig
+from capdec_toolkit.models.train import CorpusError, TrainOptions, inject_noise, read_corpus, train
 
 CAPTIONS = [
     "a red circle above a blue square",

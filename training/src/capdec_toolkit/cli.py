@@ -1,24 +1,23 @@
-"""`capdec-toolkit`: export, train, reference, fixture, demo, metric-goldens."""
+"""`capdec-toolkit`: export, train, reference, fixture, metric-goldens, demo, realsize, bench."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from .bundle import Bundle, BundleError
-from .checkpoint import CapDecConfig, CapDecModel, CheckpointError, load_checkpoint, save_checkpoint
-from .clip_models import ClipError, load_clip
-from .demo import DEMO_CLIP, DEMO_TRAIN_SCENES, DecoderOptions
-from .export import ExportOptions, drift_report, export_bundle, format_drift, write_report
-from .gpt2 import Gpt2Config
-from .mapper import MapperConfig
-from .realsize import CONFIGS, ensure_bundle
-from .reference import goldens
-from .train import CorpusError, TrainOptions, load_pretrained_gpt2, read_corpus, train
+# Each command imports what it runs when it runs: torch, open_clip, transformers and onnxruntime take seconds to
+# import, and `--help` or a mistyped option must not wait for them (training/tests/test_cli.py).
+from .errors import UserError
 
-USER_ERRORS = (BundleError, CheckpointError, ClipError, CorpusError, FileNotFoundError)
+if TYPE_CHECKING:
+    from .demo.demo import DemoOptions
+
+USER_ERRORS = (UserError, FileNotFoundError)
+T = TypeVar("T")
 
 
 def _sample_photographs() -> list[Path]:
@@ -31,6 +30,10 @@ def _sample_photographs() -> list[Path]:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from .export.export import ExportOptions, drift_report, export_bundle, format_drift, write_report
+    from .models.checkpoint import load_checkpoint
+    from .models.clip_models import load_clip
+
     clip = load_clip(args.clip)
     model = load_checkpoint(args.checkpoint, args.gpt_heads, args.mapper_heads)
     name = args.name or args.out.name
@@ -47,6 +50,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from .models.checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
+    from .models.clip_models import load_clip
+    from .models.gpt2 import Gpt2Config
+    from .models.mapper import MapperConfig
+    from .models.train import TrainOptions, load_pretrained_gpt2, read_corpus, train
+
     clip = load_clip(args.clip)
     options = TrainOptions(
         noise_variance=args.noise_variance,
@@ -81,6 +90,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_reference(args: argparse.Namespace) -> None:
+    from .reference.bundle import Bundle
+    from .reference.reference import goldens
+
     bundle = Bundle.open(args.bundle)
     data = goldens(bundle, args.images, args.out.parent)
     args.out.write_text(json.dumps(data, indent=1) + "\n")
@@ -90,53 +102,71 @@ def cmd_reference(args: argparse.Namespace) -> None:
 
 
 def cmd_fixture(args: argparse.Namespace) -> None:
-    from .fixture import build_fixture
+    from .parity.fixture import build_fixture
 
     print(build_fixture(args.out, args.goldens, args.images))
 
 
 def cmd_metric_goldens(args: argparse.Namespace) -> None:
-    from .metric_goldens import metric_goldens
+    from .parity.metric_goldens import metric_goldens
 
     data = metric_goldens()
     args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({len(data['cases'])} cases)")
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    from dataclasses import replace
+def _given(value: T | None, default: T) -> T:
+    return default if value is None else value
 
-    from .demo import DemoOptions, run_demo
-    from .demo_report import ablation_table
 
-    decoder = DecoderOptions(mapper=args.mapper)
-    options = DemoOptions(
-        out=args.out,
-        work=args.work,
-        docs=args.docs,
-        scenes=args.scenes,
-        examples=args.examples,
-        seed=args.seed,
-        train_scenes=args.train_scenes,
-        decoder_captions=args.decoder_captions,
-        eval_scenes=args.eval_scenes,
-        variances=tuple(float(value) for value in args.variances.split(",")),
-        clip=replace(DEMO_CLIP, steps=args.clip_steps, seed=args.seed),
-        decoder=replace(decoder, training=replace(decoder.training, epochs=args.decoder_epochs)),
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(value) for value in text.split(","))
+
+
+def demo_options(args: argparse.Namespace) -> DemoOptions:
+    """The demo recipe, `DemoOptions`' defaults, with each option the command line gives in its place. The parser
+    leaves these options None rather than repeating the recipe's values, which it cannot import without torch."""
+    from .demo.demo import DemoOptions
+
+    recipe = DemoOptions(out=args.out, work=args.work, docs=args.docs, scenes=args.scenes, examples=args.examples)
+    seed = _given(args.seed, recipe.seed)
+    training = recipe.decoder.training
+    return replace(
+        recipe,
+        seed=seed,
+        train_scenes=_given(args.train_scenes, recipe.train_scenes),
+        decoder_captions=_given(args.decoder_captions, recipe.decoder_captions),
+        eval_scenes=_given(args.eval_scenes, recipe.eval_scenes),
+        variances=_given(args.variances, recipe.variances),
+        clip=replace(recipe.clip, steps=_given(args.clip_steps, recipe.clip.steps), seed=seed),
+        decoder=replace(
+            recipe.decoder,
+            mapper=_given(args.mapper, recipe.decoder.mapper),
+            training=replace(training, epochs=_given(args.decoder_epochs, training.epochs)),
+        ),
     )
-    report = run_demo(options)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo.demo import run_demo
+    from .demo.demo_report import ablation_table
+
+    report = run_demo(demo_options(args))
     print(ablation_table(report.ablation))
     print(f"wrote {args.out} ({report.bundle_bytes / 1e6:.1f} MB), {args.docs}, {args.scenes}, {args.examples}")
 
 
 def cmd_realsize(args: argparse.Namespace) -> None:
+    from .bench.realsize import CONFIGS, ensure_bundle
+
     for name in args.names or list(CONFIGS):
         bundle = ensure_bundle(name, args.folder, args.checksums)
         print(f"{bundle.folder}: checksum matches models/real-size.sha256")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .benchmark import BenchSettings, benchmark_bundle, format_result
+    from .bench.benchmark import BenchSettings, benchmark_bundle, format_result
+    from .bench.realsize import CONFIGS, ensure_bundle
 
     if not args.binary.is_file():
         raise FileNotFoundError(f"{args.binary}: no capdec binary (cargo build --release)")
@@ -210,24 +240,28 @@ def parser() -> argparse.ArgumentParser:
     goldens.add_argument("--out", type=Path, default=Path("tests/data/metric-goldens.json"))
     goldens.set_defaults(run=cmd_metric_goldens)
 
-    demo = commands.add_parser("demo", help="train the bundled demo model from scratch and its noise ablation (CPU)")
+    demo = commands.add_parser(
+        "demo",
+        help="train the bundled demo model from scratch and its noise ablation (CPU)",
+        description="Options not given take the values of the recipe that made models/demo (docs/demo-model.md).",
+    )
     demo.add_argument("--out", type=Path, default=Path("models/demo"), help="the bundle to write")
     demo.add_argument("--work", type=Path, default=Path("/tmp/capdec-demo"), help="CLIP, checkpoints, ablation bundles")
     demo.add_argument("--docs", type=Path, default=Path("docs/demo-model.md"))
     demo.add_argument("--scenes", type=Path, default=Path("tests/data/demo-scenes"), help="held-out test scenes")
     demo.add_argument("--examples", type=Path, default=Path("examples"))
-    demo.add_argument("--seed", type=int, default=20261127)
-    demo.add_argument("--train-scenes", type=int, default=DEMO_TRAIN_SCENES)
-    demo.add_argument("--decoder-captions", type=int, default=20000, help="size of the decoder's text corpus")
-    demo.add_argument("--eval-scenes", type=int, default=150)
-    demo.add_argument("--clip-steps", type=int, default=DEMO_CLIP.steps)
-    demo.add_argument("--decoder-epochs", type=int, default=DecoderOptions().training.epochs)
-    demo.add_argument("--variances", default="0,0.001,0.016,0.1", help="the noise ablation, comma-separated")
-    demo.add_argument("--mapper", choices=("mlp", "transformer"), default=DecoderOptions().mapper)
+    demo.add_argument("--seed", type=int)
+    demo.add_argument("--train-scenes", type=int)
+    demo.add_argument("--decoder-captions", type=int, help="size of the decoder's text corpus")
+    demo.add_argument("--eval-scenes", type=int)
+    demo.add_argument("--clip-steps", type=int)
+    demo.add_argument("--decoder-epochs", type=int)
+    demo.add_argument("--variances", type=_floats, help="the noise ablation, comma-separated")
+    demo.add_argument("--mapper", choices=("mlp", "transformer"))
     demo.set_defaults(run=cmd_demo)
 
     realsize = commands.add_parser("realsize", help="generate and check the real-size random bundles")
-    realsize.add_argument("names", nargs="*", help=f"default: all of {', '.join(CONFIGS)}")
+    realsize.add_argument("names", nargs="*", help="real-size bundles (default: all)")
     realsize.add_argument("--folder", type=Path, default=Path("models/real-size"))
     realsize.add_argument("--checksums", type=Path, default=Path("models/real-size.sha256"))
     realsize.set_defaults(run=cmd_realsize)

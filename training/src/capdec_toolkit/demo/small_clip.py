@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .clip_models import OPENAI_MEAN, OPENAI_STD, Clip
-from .preprocess import resize_and_crop
+from ..models.clip_models import OPENAI_MEAN, OPENAI_STD, Clip
+from ..reference.preprocess import resize_and_crop
 
 # HF's CLIP text tower pools at the first `eos_token_id`; open_clip.tokenize ends every text with this id.
 CLIP_END_OF_TEXT = 49407

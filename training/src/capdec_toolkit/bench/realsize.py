@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from .bundle import Bundle, BundleError
-from .checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
-from .clip_models import OPENAI_MEAN, OPENAI_STD, load_clip
-from .export import ExportOptions, export_bundle
-from .gpt2 import Gpt2Config
-from .mapper import MapperConfig
-from .seeded import reseed_
+from ..export.export import ExportOptions, export_bundle
+from ..models.checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
+from ..models.clip_models import OPENAI_MEAN, OPENAI_STD, load_clip
+from ..models.gpt2 import Gpt2Config
+from ..models.mapper import MapperConfig
+from ..models.seeded import reseed_
+from ..reference.bundle import Bundle, BundleError
 
 GPT2 = Gpt2Config(layers=12, heads=12, width=768, vocab_size=50257, max_positions=1024)
 DISTILGPT2 = Gpt2Config(layers=6, heads=12, width=768, vocab_size=50257, max_positions=1024)
@@ -98,7 +98,7 @@ def generate(config: RealSize, out: Path, seed: int = 0) -> Bundle:
     source = source_folder(out)
     clip_folder = source / "clip"
     clip_folder.mkdir(parents=True, exist_ok=True)
-    # Weights that are the same bits on every CPU (seeded.py), so that the checksums hold everywhere.
+    # Weights that are the same bits on every CPU (models/seeded.py), so that the checksums hold everywhere.
     _save_random_clip(config.clip, clip_folder, seed)
     checkpoint = source / f"{config.name}_prefix-000.pt"
     capdec = CapDecModel(CapDecConfig(config.mapper, config.gpt))

@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .bundle import Bundle
-from .checkpoint import CapDecModel, load_checkpoint
-from .clip_models import load_clip
-from .decoding import SearchRules
-from .export import drift_report
-from .preprocess import load_rgb, preprocess
+from ..export.export import drift_report
+from ..models.checkpoint import CapDecModel, load_checkpoint
+from ..models.clip_models import load_clip
+from ..reference.bundle import Bundle
+from ..reference.decoding import SearchRules
+from ..reference.preprocess import load_rgb, preprocess
+from ..reference.reference import OrtCaptioner, OrtStepper
 from .realsize import source_folder
-from .reference import OrtCaptioner, OrtStepper
 
 STAGES = (
     "preprocess",

@@ -10,15 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import UserError
+from ..reference.tokenizer import gpt2_tokenizer
 from .checkpoint import CapDecModel
 from .clip_models import Clip
 from .gpt2 import Gpt2, Gpt2Config
-from .tokenizer import gpt2_tokenizer
 
 IGNORE = -100
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """A corpus line that cannot be trained on; the message names the file and the line."""
 
 

@@ -12,11 +12,13 @@ import open_clip
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class ClipError(ValueError):
+class ClipError(UserError):
     """A CLIP model that cannot be loaded; the message says from where and why."""
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import GRAPHS, Bundle, Manifest, graph_file, table_file, TABLE_DTYPE
-from .checkpoint import CapDecModel
-from .clip_models import Clip
+from ..models.checkpoint import CapDecModel
+from ..models.clip_models import Clip
+from ..reference.bundle import GRAPHS, Bundle, Manifest, graph_file, table_file, TABLE_DTYPE
+from ..reference.reference import OrtCaptioner
+from ..reference.tokenizer import END_OF_TEXT_ID, PERIOD_ID, VOCAB_FILE
 from .onnx_export import export_decoder, export_encoder, export_mapper, quantize, write_token_table
-from .reference import OrtCaptioner
-from .tokenizer import END_OF_TEXT_ID, PERIOD_ID, VOCAB_FILE
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[3]  # training/src/capdec_toolkit/arm_parity.py
+REPO = Path(__file__).resolve().parents[4]  # training/src/capdec_toolkit/parity/arm_parity.py
 TRIPLES = {"aarch64": "aarch64-unknown-linux-gnu", "armv7": "armv7-unknown-linux-gnueabihf"}
 QEMU = {"aarch64": "qemu-aarch64-static", "armv7": "qemu-arm-static"}
 SYSROOT = {"aarch64": "/usr/aarch64-linux-gnu", "armv7": "/usr/arm-linux-gnueabihf"}

@@ -12,7 +12,7 @@ from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import Tensor, nn
 
-from .gpt2 import Gpt2
+from ..models.gpt2 import Gpt2
 
 OPSET = 17
 
@@ -121,12 +121,3 @@ def write_token_table(weight: Tensor, path: Path, dtype: str) -> None:
         quantized = np.clip(np.rint(table / safe[:, None]), -127, 127).astype(np.int8)
         file.write(quantized.tobytes())
         file.write(safe.astype("<f4").tobytes())
-
-
-def read_token_table(path: Path, dtype: str, vocab_size: int, width: int) -> np.ndarray:
-    raw = np.fromfile(path, dtype=np.uint8)
-    if dtype == "f32":
-        return raw.view("<f4").reshape(vocab_size, width)
-    quantized = raw[: vocab_size * width].view(np.int8).reshape(vocab_size, width).astype(np.float32)
-    scales = raw[vocab_size * width :].view("<f4")
-    return quantized * scales[:, None]

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .metrics import CaptionScores
+from ..reference.metrics import CaptionScores
 from .small_clip import ModalityReport
 
 
@@ -98,7 +98,7 @@ def render_markdown(report: DemoReport) -> str:
     total = sum(report.stage_seconds.values()) / 60
     return f"""# The demo model (`models/demo`)
 
-<!-- Written by `scripts/toolkit demo`; edit training/src/capdec_toolkit/demo_report.py instead. -->
+<!-- Written by `scripts/toolkit demo`; edit training/src/capdec_toolkit/demo/demo_report.py instead. -->
 
 No pretrained CLIP or GPT-2 can be installed here, so the project makes its own captioner, end to end, on a world
 it can render, and ships it as the default bundle. It captions pictures of coloured shapes, not photographs. It

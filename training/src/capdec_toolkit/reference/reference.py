@@ -13,7 +13,6 @@ from PIL import Image
 
 from .bundle import Bundle
 from .decoding import SearchRules, Stepper, beam_search, greedy, log_softmax
-from .onnx_export import read_token_table
 from .preprocess import load_rgb, preprocess
 from .tokenizer import decode_text
 
@@ -25,6 +24,16 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     options.intra_op_num_threads = threads  # goldens use 1: deterministic, and tract's default
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def read_token_table(path: Path, dtype: str, vocab_size: int, width: int) -> np.ndarray:
+    """A bundle's token embeddings as float32 [vocab, width], as `export.onnx_export.write_token_table` wrote them."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    if dtype == "f32":
+        return raw.view("<f4").reshape(vocab_size, width)
+    quantized = raw[: vocab_size * width].view(np.int8).reshape(vocab_size, width).astype(np.float32)
+    scales = raw[vocab_size * width :].view("<f4")
+    return quantized * scales[:, None]
 
 
 @dataclass

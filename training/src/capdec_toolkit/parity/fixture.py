@@ -12,14 +12,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
-from .clip_models import load_clip
-from .export import ExportOptions, drift_report, export_bundle, format_drift
-from .gpt2 import Gpt2Config
-from .mapper import MapperConfig
-from .preprocess import load_rgb, resize_and_crop
-from .reference import goldens
-from .seeded import measured_std, reseed_
+from ..export.export import ExportOptions, drift_report, export_bundle, format_drift
+from ..models.checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
+from ..models.clip_models import load_clip
+from ..models.gpt2 import Gpt2Config
+from ..models.mapper import MapperConfig
+from ..models.seeded import measured_std, reseed_
+from ..reference.preprocess import load_rgb, resize_and_crop
+from ..reference.reference import goldens
 
 # scikit-image's sample photographs (public domain or CC0, see skimage/data/README.txt): colour, grey, JPEG.
 PHOTOGRAPHS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png")

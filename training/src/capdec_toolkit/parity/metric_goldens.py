@@ -1,6 +1,6 @@
-"""The caption metrics' goldens, `tests/data/metric-goldens.json`: small corpora and the scores `metrics.py` gives
-them, which the Rust port (`src/metrics.rs`) must reproduce. Written by `capdec-toolkit metric-goldens`; a test
-recomputes every case so the file cannot drift from `metrics.py`.
+"""The caption metrics' goldens, `tests/data/metric-goldens.json`: small corpora and the scores
+`reference/metrics.py` gives them, which the Rust port (`src/eval/metrics.rs`) must reproduce. Written by
+`capdec-toolkit metric-goldens`; a test recomputes every case so the file cannot drift from `metrics.py`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .metrics import score_captions
+from ..reference.metrics import score_captions
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def metric_goldens() -> dict[str, Any]:
             }
         )
     return {
-        "description": "BLEU-4, ROUGE-L and CIDEr-D (fractions) of small corpora by capdec_toolkit.metrics; "
+        "description": "BLEU-4, ROUGE-L and CIDEr-D (fractions) of small corpora by capdec_toolkit.reference.metrics; "
         "written by `capdec-toolkit metric-goldens`, checked by training/tests/test_metric_goldens.py "
         "and tests/metric_goldens.rs",
         "cases": cases,

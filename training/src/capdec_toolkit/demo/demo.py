@@ -21,15 +21,16 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers.utils import logging as transformers_logging
 
-from .bundle import Bundle
-from .checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
-from .clip_models import Clip, load_clip
+from ..export.export import ExportOptions, drift_report, export_bundle
+from ..models.checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
+from ..models.clip_models import Clip, load_clip
+from ..models.gpt2 import Gpt2Config
+from ..models.mapper import MapperConfig, MapperKind
+from ..models.train import TrainOptions, train
+from ..reference.bundle import Bundle
+from ..reference.metrics import score_captions
+from ..reference.reference import OrtCaptioner
 from .demo_report import AblationRow, DemoReport, ProbeReport, render_markdown
-from .export import ExportOptions, drift_report, export_bundle
-from .gpt2 import Gpt2Config
-from .mapper import MapperConfig, MapperKind
-from .metrics import score_captions
-from .reference import OrtCaptioner
 from .scene_render import render
 from .scene_world import (
     COLOURS,
@@ -49,7 +50,6 @@ from .small_clip import (
     save_small_clip,
     train_small_clip,
 )
-from .train import TrainOptions, train
 
 PAPER_VARIANCES = (0.0, 0.001, 0.016, 0.1)
 # 32 px in patches of 4: the same 64 tokens (and time per step) as 64 px in patches of 8, but a tiny ViT learns

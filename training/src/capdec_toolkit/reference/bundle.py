@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "int8")
 QUANTIZATION = {"fp32": "none", "int8": "dynamic-int8"}
@@ -16,7 +18,7 @@ TABLE_DTYPE = {"fp32": "f32", "int8": "q8-rows"}
 GRAPHS = ("encoder", "mapper", "decoder")
 
 
-class BundleError(ValueError):
+class BundleError(UserError):
     """A bundle that does not follow the format; the message names the file and what is wrong."""
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .gpt2 import Gpt2, Gpt2Config
 from .mapper import MapperConfig, build_mapper
 
@@ -17,7 +18,7 @@ from .mapper import MapperConfig, build_mapper
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that does not describe a CapDec model; the message names the file and the key."""
 
 
