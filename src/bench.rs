@@ -4,16 +4,14 @@
 //! compare like for like; medians and 90th percentiles over many runs after a warm-up, never a single timing.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use image::RgbImage;
 use serde_json::{Value, json};
 use tract_onnx::tract_core::tract_linalg::multithread::{Executor, set_default_executor};
 
-use crate::bundle::Bundle;
-use crate::captioner::Captioner;
-use crate::search::{SearchConfig, Step};
+use crate::caption::captioner::{Captioner, Model, ModelChoice, timed};
+use crate::caption::search::{SearchConfig, Step};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -56,14 +54,18 @@ pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<Ben
         options.runs >= 1 && options.tokens >= 1 && options.beam_size >= 2,
         "bench needs at least 1 run, 1 token and a beam of 2 or more"
     );
-    let start = Instant::now();
-    let bundle = Bundle::open(model)?;
-    let captioner = Captioner::load(&bundle, options.precision.as_deref())?;
-    let load_ms = elapsed_ms(start);
+    let choice = ModelChoice {
+        bundle: Some(model.to_path_buf()),
+        precision: options.precision.clone(),
+        ..ModelChoice::default()
+    };
+    let mut load_ms = 0.0;
+    let model = timed(&mut load_ms, || Model::load(&choice))?;
+    let captioner = &model.captioner;
     let peak_rss_after_load_mb = peak_rss_mb();
 
-    let greedy = fixed_length(&captioner, 1, options.tokens);
-    let beam = fixed_length(&captioner, options.beam_size, options.tokens);
+    let greedy = fixed_length(captioner, 1, options.tokens);
+    let beam = fixed_length(captioner, options.beam_size, options.tokens);
     captioner.check_search(&beam)?;
     let mut per_threads = Vec::new();
     for &threads in &options.threads {
@@ -88,31 +90,33 @@ pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<Ben
         };
         let stages = vec![
             time("preprocess", &mut || {
-                timed(|| Ok(captioner.preprocess(image)))
+                sample(|| Ok(captioner.preprocess(image)))
             })?,
-            time("encode", &mut || timed(|| captioner.embed(pixels.clone())))?,
-            time("map", &mut || timed(|| captioner.prefix(embedding.clone())))?,
+            time("encode", &mut || sample(|| captioner.embed(pixels.clone())))?,
+            time("map", &mut || {
+                sample(|| captioner.prefix(embedding.clone()))
+            })?,
             time("decoder prefix step", &mut || {
-                timed(|| captioner.start_decoding(&prefix))
+                sample(|| captioner.start_decoding(&prefix))
             })?,
             time("decoder token step", &mut || {
-                token_steps(&captioner, &prefix, 1, options.tokens)
+                token_steps(captioner, &prefix, 1, options.tokens)
             })?,
             time("decoder beam step", &mut || {
-                token_steps(&captioner, &prefix, options.beam_size, options.tokens)
+                token_steps(captioner, &prefix, options.beam_size, options.tokens)
             })?,
             time("caption greedy", &mut || {
-                timed(|| captioner.caption(image, &greedy))
+                sample(|| captioner.caption(image, &greedy))
             })?,
             time("caption beam", &mut || {
-                timed(|| captioner.caption(image, &beam))
+                sample(|| captioner.caption(image, &beam))
             })?,
         ];
         per_threads.push(ThreadReport { threads, stages });
     }
     set_default_executor(Executor::SingleThread);
     Ok(BenchReport {
-        model: bundle.manifest.name.clone(),
+        model: model.name().to_string(),
         precision: captioner.precision().to_string(),
         load_ms,
         options: options.clone(),
@@ -150,22 +154,19 @@ fn token_steps(
     let mut samples = Vec::with_capacity(tokens);
     let mut sources = vec![0; rows];
     for _ in 0..tokens {
-        let start = Instant::now();
-        session.step(&sources, &vec![token; rows])?;
-        samples.push(elapsed_ms(start));
+        let mut ms = 0.0;
+        timed(&mut ms, || session.step(&sources, &vec![token; rows]))?;
+        samples.push(ms);
         sources = (0..rows).collect();
     }
     Ok(samples)
 }
 
-fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<Vec<f64>> {
-    let start = Instant::now();
-    f()?;
-    Ok(vec![elapsed_ms(start)])
-}
-
-fn elapsed_ms(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1e3
+/// One timed run as a stage's sample.
+fn sample<T>(run: impl FnOnce() -> Result<T>) -> Result<Vec<f64>> {
+    let mut ms = 0.0;
+    timed(&mut ms, run)?;
+    Ok(vec![ms])
 }
 
 impl Stage {

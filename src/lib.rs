@@ -1,32 +1,18 @@
 //! On-device CapDec image captioning: a model bundle (docs/bundle-format.md) run through tract, and the daemon
 //! that captions cameras and publishes over MQTT.
 //!
-//! Data flows one way: `bundle` -> `graph` -> `encoder`, `mapper`, `decoder` (with `embeddings`), driven by the
-//! pure `search` and rendered by `tokenizer`; `preprocess` turns files into tensors; `captioner` ties them.
-//! The daemon: `config` -> `sources` (frames) -> `captioner` -> `publish` (MQTT), scheduled by `daemon`.
-//! `capdec eval`: `eval` reads the references file, `metrics` scores captions against it; nothing upstream
-//! depends on either.
+//! Data flows one way, down this list: `bundle` (the model files, verified) -> `runtime` (tract: graphs,
+//! rewrites, our kernels; nothing of captions) -> `caption` (image -> preprocess -> encode -> map -> decode with
+//! search -> text) -> `daemon` (cameras in, captions out over MQTT) and `eval` (captions scored against
+//! references). No module reaches back up the list.
 
 pub mod bench;
 pub mod bundle;
-pub mod captioner;
-pub mod config;
+pub mod caption;
 pub mod daemon;
-pub mod decoder;
-pub mod embeddings;
-pub mod encoder;
 pub mod eval;
-pub mod graph;
-#[cfg(target_arch = "x86_64")]
-pub mod int8_matmul;
-pub mod logging;
-pub mod mapper;
-pub mod metrics;
-pub mod preprocess;
-pub mod publish;
-pub mod rewrite;
-pub mod search;
-pub mod sources;
-#[cfg(target_arch = "x86_64")] // only `int8_matmul` uses it
-pub mod spin_pool;
-pub mod tokenizer;
+mod located;
+mod runtime;
+
+// The captioner and the image files it reads, at the crate's top: what a library user starts from.
+pub use caption::{captioner, preprocess};

@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use capdec_edge::metrics::score_captions;
+use capdec_edge::eval::metrics::score_captions;
 use common::{Run, assert_fails, capdec};
 use serde_json::Value;
 
@@ -302,19 +302,16 @@ fn a_missing_images_folder_is_refused() {
 
 #[test]
 fn eval_needs_both_paths_and_no_positional_arguments() {
-    assert_fails(
+    common::assert_usage_error(
         &capdec(&["eval", "--references", "r.json"]),
-        2,
-        &["--images DIR"],
+        &["required", "--images <DIR>"],
     );
-    assert_fails(
+    common::assert_usage_error(
         &capdec(&["eval", "--images", "."]),
-        2,
-        &["--references FILE"],
+        &["required", "--references <FILE>"],
     );
-    assert_fails(
+    common::assert_usage_error(
         &capdec(&["eval", "--images", ".", "--references", "r.json", "x.png"]),
-        2,
-        &["no positional arguments", "x.png"],
+        &["unexpected argument 'x.png'"],
     );
 }

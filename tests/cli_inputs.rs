@@ -289,36 +289,140 @@ fn single_image_prints_just_the_caption() {
 
 #[test]
 fn usage_errors_exit_2() {
-    assert_fails(&capdec(&[]), 2, &["no command"]);
-    assert_fails(&capdec(&["caption"]), 2, &["no image"]);
-    assert_fails(
+    use common::assert_usage_error;
+    assert_usage_error(
+        &capdec(&[]),
+        &["requires a subcommand", "caption, eval, bench"],
+    );
+    assert_usage_error(&capdec(&["caption"]), &["required", "<IMAGE>"]);
+    assert_usage_error(
         &capdec(&["describe", "x.png"]),
-        2,
-        &["unknown command `describe`"],
+        &["unrecognized subcommand 'describe'"],
     );
-    assert_fails(
+    assert_usage_error(
         &capdec(&["caption", "x.png", "--colour"]),
-        2,
-        &["unknown option `--colour`"],
+        &["unexpected argument '--colour'"],
     );
-    assert_fails(
+    assert_usage_error(
+        &capdec(&["caption", "x.png", "--max-token", "3"]),
+        &[
+            "unexpected argument '--max-token'",
+            "a similar argument exists: '--max-tokens'",
+        ],
+    );
+    assert_usage_error(
+        &capdec(&["captoin", "x.png"]),
+        &["similar subcommand", "'caption'"],
+    );
+    assert_usage_error(
         &capdec(&["caption", "x.png", "--beam", "0"]),
-        2,
-        &["--beam must be a positive whole number"],
+        &[
+            "invalid value '0' for '--beam <N>'",
+            "positive whole number",
+        ],
     );
-    assert_fails(
+    assert_usage_error(
         &capdec(&["caption", "x.png", "--max-tokens"]),
-        2,
-        &["--max-tokens needs a number"],
+        &["a value is required for '--max-tokens <N>'"],
     );
-    assert_fails(
+    assert_usage_error(
         &capdec(&["caption", "x.png", "--precision", "fp16"]),
-        2,
-        &["--precision must be fp32 or int8"],
+        &["invalid value 'fp16' for '--precision <P>'", "fp32, int8"],
+    );
+    assert_usage_error(
+        &capdec(&["run", "a.toml", "--config", "b.toml"]),
+        &["cannot be used with"],
+    );
+    assert_usage_error(
+        &capdec(&["check-config"]),
+        &["required", "<FILE|--config <FILE>>"],
     );
     let help = capdec(&["--help"]);
     assert_eq!(help.code, Some(0));
-    assert!(help.stdout.contains("usage: capdec caption"));
+    for command in [
+        "caption",
+        "eval",
+        "bench",
+        "run",
+        "check-config",
+        "completions",
+    ] {
+        assert!(
+            help.stdout.contains(&format!("\n  {command} ")),
+            "{command}: {}",
+            help.stdout
+        );
+    }
+}
+
+#[test]
+fn each_command_has_its_own_help() {
+    let caption = capdec(&["caption", "--help"]);
+    assert_eq!(caption.code, Some(0), "{}", caption.stderr);
+    assert!(
+        caption.stdout.starts_with("Caption image files"),
+        "{}",
+        caption.stdout
+    );
+    for option in [
+        "--model <DIR>",
+        "--precision <P>",
+        "--beam <N>",
+        "--max-tokens <N>",
+        "--json",
+    ] {
+        assert!(
+            caption.stdout.contains(option),
+            "{option}: {}",
+            caption.stdout
+        );
+    }
+    for other in ["--references", "--threads", "--config"] {
+        assert!(
+            !caption.stdout.contains(other),
+            "{other} is not caption's: {}",
+            caption.stdout
+        );
+    }
+    let bench = capdec(&["help", "bench"]);
+    assert!(bench.stdout.contains("--threads <LIST>") && !bench.stdout.contains("--max-tokens"));
+}
+
+#[test]
+fn the_daemon_commands_take_the_file_either_way() {
+    let missing = common::scratch("config_spellings").join("missing.toml");
+    let path = missing.to_str().unwrap();
+    for args in [
+        vec!["run", "--config", path],
+        vec!["run", &format!("--config={path}")],
+        vec!["run", path],
+        vec!["check-config", path],
+        vec!["check-config", "--config", path],
+        vec!["check-config", &format!("--config={path}")],
+    ] {
+        assert_fails(&capdec(&args), 1, &["missing.toml: cannot read"]);
+    }
+}
+
+#[test]
+fn completions_are_written_for_each_shell() {
+    let bash = capdec(&["completions", "bash"]);
+    assert_eq!(bash.code, Some(0), "{}", bash.stderr);
+    assert!(
+        bash.stdout.contains("complete -F _capdec"),
+        "{}",
+        bash.stdout
+    );
+    assert!(bash.stdout.contains("check-config") && bash.stdout.contains("--max-tokens"));
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let run = capdec(&["completions", shell]);
+        assert!(
+            run.code == Some(0) && run.stdout.contains("capdec"),
+            "{shell}: {}",
+            run.stderr
+        );
+    }
+    common::assert_usage_error(&capdec(&["completions", "tcsh"]), &["invalid value 'tcsh'"]);
 }
 
 #[test]

@@ -40,7 +40,7 @@ fn scenes() -> (PathBuf, BTreeMap<String, Scene>) {
 }
 
 /// The first colour word and the first shape word (singular or plural) of a caption: the scene grammar names the
-/// main object first (training/src/capdec_toolkit/scene_world.py, `first_colour_and_shape`).
+/// main object first (training/src/capdec_toolkit/demo/scene_world.py, `first_colour_and_shape`).
 fn first_colour_and_shape(caption: &str) -> (Option<String>, Option<String>) {
     let lower = caption.to_lowercase().replace([',', '.'], " ");
     let words: Vec<&str> = lower.split_whitespace().collect();

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 
-use capdec_edge::config::{Config, SourceConfig};
+use capdec_edge::daemon::config::{Settings, SourceSettings};
+use capdec_edge::daemon::sources::{FrameSource, HttpSource};
 use capdec_edge::preprocess;
-use capdec_edge::sources::{FrameSource, HttpSource};
 
 fn snapshot() -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images/rocket.jpg"))
@@ -57,9 +57,9 @@ fn source(url: &str, extra: &str) -> HttpSource {
     let text = format!(
         "[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"cam\"\n[camera.http]\nurl = \"{url}\"\n{extra}\n"
     );
-    let config = Config::parse(&text, Path::new("test.toml")).unwrap();
-    match config.camera[0].get_ref().source() {
-        SourceConfig::Http(http) => HttpSource::new(http),
+    let config = Settings::parse(&text, Path::new("test.toml")).unwrap();
+    match &config.cameras[0].source {
+        SourceSettings::Http(http) => HttpSource::new(http),
         other => panic!("expected an http source, got {other:?}"),
     }
 }

@@ -1,10 +1,10 @@
 //! The Rust caption metrics against the Python ones: tests/data/metric-goldens.json, written by
-//! `capdec-toolkit metric-goldens` from `training/src/capdec_toolkit/metrics.py` (itself checked against
+//! `capdec-toolkit metric-goldens` from `training/src/capdec_toolkit/reference/metrics.py` (itself checked against
 //! pycocoevalcap, and the file against metrics.py, by the toolkit's tests).
 
 mod common;
 
-use capdec_edge::metrics::score_captions;
+use capdec_edge::eval::metrics::score_captions;
 use serde_json::Value;
 
 fn strings(v: &Value) -> Vec<String> {

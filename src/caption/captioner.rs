@@ -1,19 +1,21 @@
 //! A frame in, a caption out: preprocess -> encode -> L2-normalise -> map -> decode with search -> text.
 
 use std::cmp::Reverse;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use image::RgbImage;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use crate::bundle::{Bundle, DecoderSpec, TableDtype, Variant};
-use crate::decoder::{Decoder, DecoderShape, Session};
-use crate::embeddings::TokenEmbeddings;
-use crate::encoder::Encoder;
-use crate::mapper::Mapper;
-use crate::preprocess::Preprocessor;
-use crate::search::{self, Hypothesis, SearchConfig};
-use crate::tokenizer::Tokenizer;
+use crate::bundle::{self, Bundle, DecoderSpec, TableDtype, Variant};
+use crate::caption::decoder::{Decoder, DecoderShape, Session};
+use crate::caption::embeddings::TokenEmbeddings;
+use crate::caption::encoder::Encoder;
+use crate::caption::mapper::Mapper;
+use crate::caption::preprocess::Preprocessor;
+use crate::caption::search::{self, Hypothesis, SearchConfig};
+use crate::caption::tokenizer::Tokenizer;
 
 pub struct Captioner {
     precision: String,
@@ -37,13 +39,96 @@ pub struct Caption {
     pub timings: Timings,
 }
 
-/// Wall-clock milliseconds per stage.
-#[derive(Debug, Clone, Default)]
+/// The first half of a caption: the picture's embedding, as the mapper takes it, and the time it took. The
+/// daemon compares it with the last published one before it pays for the second half (`Captioner::finish`).
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub embedding: Vec<f32>,
+    pub timings: Timings,
+}
+
+/// Wall-clock milliseconds per stage of one caption.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timings {
+    /// Taking the picture (the daemon's cameras); 0 where the image was handed over.
+    pub capture: f64,
     pub preprocess: f64,
     pub encode: f64,
     pub map: f64,
     pub decode: f64,
+}
+
+impl Timings {
+    pub fn total(&self) -> f64 {
+        self.capture + self.preprocess + self.encode + self.map + self.decode
+    }
+}
+
+/// The caption's record on MQTT has every stage and the total.
+impl Serialize for Timings {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut record = serializer.serialize_struct("Timings", 6)?;
+        record.serialize_field("capture", &self.capture)?;
+        record.serialize_field("preprocess", &self.preprocess)?;
+        record.serialize_field("encode", &self.encode)?;
+        record.serialize_field("map", &self.map)?;
+        record.serialize_field("decode", &self.decode)?;
+        record.serialize_field("total", &self.total())?;
+        record.end()
+    }
+}
+
+/// Runs one stage, adding its wall-clock milliseconds to `ms`.
+pub fn timed<T>(ms: &mut f64, stage: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = stage();
+    *ms += start.elapsed().as_secs_f64() * 1e3;
+    out
+}
+
+/// What to load: every command's model options, each `None` for the bundle's own.
+#[derive(Debug, Clone, Default)]
+pub struct ModelChoice {
+    /// Without it: `bundle::locate`'s defaults.
+    pub bundle: Option<PathBuf>,
+    pub precision: Option<String>,
+    pub beam_size: Option<usize>,
+    pub max_tokens: Option<usize>,
+}
+
+/// A loaded model and how to search with it: what every command starts from.
+pub struct Model {
+    pub dir: PathBuf,
+    pub bundle: Bundle,
+    pub captioner: Captioner,
+    pub search: SearchConfig,
+}
+
+impl Model {
+    /// Opens the bundle, loads one precision and applies the choice's search settings, refusing those the
+    /// decoder cannot honour before any image is read.
+    pub fn load(choice: &ModelChoice) -> Result<Model> {
+        let dir = bundle::locate(choice.bundle.as_deref())?;
+        let bundle = Bundle::open(&dir)?;
+        let captioner = Captioner::load(&bundle, choice.precision.as_deref())?;
+        let mut search = captioner.search_config().clone();
+        search.beam_size = choice.beam_size.unwrap_or(search.beam_size);
+        search.max_tokens = choice.max_tokens.unwrap_or(search.max_tokens);
+        captioner
+            .check_search(&search)
+            .with_context(|| format!("{}", dir.display()))?;
+        Ok(Model {
+            dir,
+            bundle,
+            captioner,
+            search,
+        })
+    }
+
+    /// The bundle's name, for reports and Home Assistant's device card.
+    pub fn name(&self) -> &str {
+        &self.bundle.manifest.name
+    }
 }
 
 /// The three graphs, to order their loading.
@@ -183,11 +268,23 @@ impl Captioner {
         &self.search
     }
 
+    /// A picture's caption: `encode`, then `finish`.
     pub fn caption(&self, image: &RgbImage, config: &SearchConfig) -> Result<Caption> {
+        self.finish(&self.encode(image)?, config)
+    }
+
+    /// Preprocess, encode and normalise: the embedding the scene gate compares and the mapper takes.
+    pub fn encode(&self, image: &RgbImage) -> Result<Encoded> {
         let mut timings = Timings::default();
-        let pixels = timed(&mut timings.preprocess, || Ok(self.preprocess(image)))?;
+        let pixels = timed(&mut timings.preprocess, || self.preprocess(image));
         let embedding = timed(&mut timings.encode, || self.embed(pixels))?;
-        let prefix = timed(&mut timings.map, || self.prefix(embedding))?;
+        Ok(Encoded { embedding, timings })
+    }
+
+    /// Map and decode: the caption of an encoded picture, with the time of every stage.
+    pub fn finish(&self, encoded: &Encoded, config: &SearchConfig) -> Result<Caption> {
+        let mut timings = encoded.timings.clone();
+        let prefix = timed(&mut timings.map, || self.prefix(encoded.embedding.clone()))?;
         let hypothesis = timed(&mut timings.decode, || self.decode(&prefix, config))?;
         Ok(Caption {
             text: self.text(&hypothesis.tokens),
@@ -226,7 +323,7 @@ impl Captioner {
     }
 
     /// Refuses settings the decoder cannot honour, before any image is processed.
-    pub fn check_search(&self, config: &SearchConfig) -> Result<()> {
+    pub(crate) fn check_search(&self, config: &SearchConfig) -> Result<()> {
         ensure!(
             config.max_tokens <= self.max_tokens_limit,
             "max tokens {} exceeds the {} positions the decoder has left after its prefix",
@@ -247,7 +344,7 @@ impl Captioner {
     }
 
     /// The decoder's prefix call: a session to step token by token, and the first logits.
-    pub fn start_decoding(&self, prefix: &[f32]) -> Result<(Session<'_>, Vec<f32>)> {
+    pub(crate) fn start_decoding(&self, prefix: &[f32]) -> Result<(Session<'_>, Vec<f32>)> {
         self.decoder.start(prefix)
     }
 
@@ -260,11 +357,4 @@ impl Captioner {
             text.to_string()
         }
     }
-}
-
-fn timed<T>(ms: &mut f64, stage: impl FnOnce() -> Result<T>) -> Result<T> {
-    let start = Instant::now();
-    let out = stage();
-    *ms = start.elapsed().as_secs_f64() * 1e3;
-    out
 }

@@ -8,9 +8,9 @@ use std::path::Path;
 use anyhow::{Context, Result, ensure};
 use tract_onnx::prelude::*;
 
-use crate::embeddings::TokenEmbeddings;
-use crate::graph::{self, Plan};
-use crate::search::Step;
+use crate::caption::embeddings::TokenEmbeddings;
+use crate::caption::search::Step;
+use crate::runtime::graph::{self, Plan};
 
 /// The decoder's dimensions, from the manifest.
 #[derive(Debug, Clone, Copy)]
@@ -252,7 +252,7 @@ mod tests {
         assert_eq!(count("PowConst"), 0, "{ops:?}");
         assert!(count("DynamicQuantizeU8") > 0, "{ops:?}");
         assert_eq!(count("DynamicQuantizeLinearU8"), 0, "{ops:?}");
-        crate::graph::tests::assert_int8_products_on_the_vnni_kernel(&path, &decoder.plan);
+        crate::runtime::graph::tests::assert_int8_products_on_the_vnni_kernel(&path, &decoder.plan);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::graph::FixedGraph;
+use crate::runtime::graph::FixedGraph;
 
 pub struct Encoder {
     graph: FixedGraph,

@@ -1,4 +1,4 @@
-//! Caption metrics: BLEU-4, ROUGE-L and CIDEr-D, a port of the toolkit's `metrics.py` (which computes them as
+//! Caption metrics: BLEU-4, ROUGE-L and CIDEr-D, a port of the toolkit's `reference/metrics.py` (which computes them as
 //! the COCO caption evaluation, pycocoevalcap, does) over the same tokenisation.
 //!
 //! The port is literal so that the numbers agree with Python's to the last bits: the same formulas and constants,
@@ -38,7 +38,7 @@ pub struct CaptionScores {
 /// Python's `str.isalnum` and Rust's `char::is_alphanumeric` agree on letters and digits of every script, but not
 /// on ~1,300 combining marks (Indic and Thai vowel signs and the like, alphabetic to Rust, not to Python) and
 /// ~130 symbols such as circled letters: on such text the two tokenisations, and so the scores, can differ.
-pub fn tokenize(text: &str) -> Vec<String> {
+pub(crate) fn tokenize(text: &str) -> Vec<String> {
     text.to_lowercase()
         .split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())

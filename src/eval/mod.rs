@@ -1,5 +1,5 @@
-//! `capdec eval`: the references file (which images to caption, and what each should say) and the folder it
-//! describes. The captioning loop is in `main.rs`; the scores come from `metrics`.
+//! `capdec eval`: the references file (which images to caption, and what each should say), the folder it
+//! describes, and the loop that captions the listed images and scores the captions (`metrics`).
 //!
 //! The references file is a JSON object mapping an image's file name, relative to the images folder, to its
 //! reference captions: a list of strings, or an object with a `"references"` list (other keys ignored), the
@@ -15,10 +15,57 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::error::Category;
 
-use crate::metrics;
+pub mod metrics;
+
+use crate::caption::captioner::{Caption, Model};
+use crate::caption::preprocess;
 
 /// File name extensions of the images `capdec` reads (its `image` features), for counting unlisted images.
 const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "webp", "bmp"];
+
+/// What to caption and what it should say: read, checked and found before any model is loaded.
+pub struct Evaluation {
+    /// Sorted by name.
+    pub listed: Vec<Listed>,
+    paths: Vec<PathBuf>,
+    /// Images in the folder that the references file does not list.
+    pub ignored: usize,
+}
+
+impl Evaluation {
+    pub fn read(images: &Path, references: &Path) -> Result<Evaluation> {
+        let listed = read_references(references)?;
+        let paths = image_paths(images, &listed, references)?;
+        let ignored = unlisted_images(images, &listed)?;
+        Ok(Evaluation {
+            listed,
+            paths,
+            ignored,
+        })
+    }
+
+    /// Captions every listed image, handing each caption to `each` as it comes, then scores them. Any failure
+    /// ends the run: a skipped image would change the score.
+    pub fn run(
+        &self,
+        model: &Model,
+        mut each: impl FnMut(&Listed, &Caption),
+    ) -> Result<metrics::CaptionScores> {
+        let mut captions = Vec::with_capacity(self.listed.len());
+        for (image, path) in self.listed.iter().zip(&self.paths) {
+            let pixels = preprocess::load_rgb(path)?;
+            let caption = model
+                .captioner
+                .caption(&pixels, &model.search)
+                .with_context(|| format!("{}: captioning failed", path.display()))?;
+            each(image, &caption);
+            captions.push(caption.text);
+        }
+        let references: Vec<Vec<String>> =
+            self.listed.iter().map(|l| l.references.clone()).collect();
+        metrics::score_captions(&captions, &references)
+    }
+}
 
 /// One listed image and its reference captions.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +77,7 @@ pub struct Listed {
 
 /// Reads a references file: every listed image with its references, sorted by name. Every error names the file,
 /// and the image (key) or the line and column at fault.
-pub fn read_references(path: &Path) -> Result<Vec<Listed>> {
+fn read_references(path: &Path) -> Result<Vec<Listed>> {
     let file = path.display();
     let text = fs::read_to_string(path).with_context(|| format!("{file}: cannot read"))?;
     let Entries(entries) = serde_json::from_str(&text).map_err(|e| match e.classify() {
@@ -138,7 +185,7 @@ impl<'de> Deserialize<'de> for Entries {
 }
 
 /// Where each listed image is, checked to be a file before any captioning starts.
-pub fn image_paths(dir: &Path, listed: &[Listed], references: &Path) -> Result<Vec<PathBuf>> {
+fn image_paths(dir: &Path, listed: &[Listed], references: &Path) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         bail!("{}: not a folder of images", dir.display());
     }
@@ -164,7 +211,7 @@ pub fn image_paths(dir: &Path, listed: &[Listed], references: &Path) -> Result<V
 }
 
 /// How many image files directly in `dir` the references file does not list (they are not scored).
-pub fn unlisted_images(dir: &Path, listed: &[Listed]) -> Result<usize> {
+fn unlisted_images(dir: &Path, listed: &[Listed]) -> Result<usize> {
     let names: HashSet<&str> = listed.iter().map(|l| l.name.as_str()).collect();
     let mut count = 0;
     let entries =

@@ -11,7 +11,7 @@ use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::nn::Reduce;
 use tract_onnx::tract_hir::infer::GenericFactoid;
 
-use crate::rewrite;
+use crate::runtime::rewrite;
 
 pub type Plan = Arc<TypedRunnableModel>;
 

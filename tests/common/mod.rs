@@ -78,6 +78,22 @@ pub fn assert_fails(run: &Run, code: i32, fragments: &[&str]) {
     }
 }
 
+/// Asserts a usage error: exit status 2, standard error starting with an `error:` line, and every fragment
+/// somewhere in what clap wrote (it names a missing argument on the lines after the first).
+pub fn assert_usage_error(run: &Run, fragments: &[&str]) {
+    assert_eq!(
+        run.code,
+        Some(2),
+        "stdout: {}\nstderr: {}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(run.stderr.starts_with("error: "), "stderr: {}", run.stderr);
+    for f in fragments {
+        assert!(run.stderr.contains(f), "`{f}` not in: {}", run.stderr);
+    }
+}
+
 /// CRC-32 as PNG chunks use it (ISO-HDLC), for patching headers.
 pub fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;

@@ -5,15 +5,15 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use image::RgbImage;
 
-use crate::config::{CameraConfig, FileSourceConfig, HttpSourceConfig, SourceConfig};
-use crate::preprocess;
+use crate::caption::preprocess;
+use crate::daemon::config::{HttpAuth, HttpSettings, SourceSettings};
 
 /// Largest snapshot accepted over HTTP; a camera's JPEG is far smaller, a misconfigured URL may not be.
 const MAX_SNAPSHOT_BYTES: u64 = 32 << 20;
@@ -33,30 +33,26 @@ pub trait FrameSource {
 }
 
 /// The source a camera's configuration describes.
-pub fn open(camera: &CameraConfig) -> Box<dyn FrameSource> {
-    match camera.source() {
-        SourceConfig::File(file) => Box::new(FileSource::new(file)),
-        SourceConfig::Http(http) => Box::new(HttpSource::new(http)),
+pub(crate) fn open(source: &SourceSettings) -> Box<dyn FrameSource> {
+    match source {
+        SourceSettings::File(path) => Box::new(FileSource::new(path)),
+        SourceSettings::Http(http) => Box::new(HttpSource::new(http)),
         #[cfg(target_os = "linux")]
-        SourceConfig::Device(device) => Box::new(device::DeviceSource::new(device)),
-        #[cfg(not(target_os = "linux"))]
-        SourceConfig::Device(_) => {
-            unreachable!("Config::load refuses [camera.device] where there is no V4L2")
-        }
+        SourceSettings::Device(device) => Box::new(device::DeviceSource::new(device)),
     }
 }
 
 /// A folder whose new pictures are captioned as they appear, or a single picture re-read every time.
-pub struct FileSource {
+pub(crate) struct FileSource {
     path: PathBuf,
     /// Folder entries already taken or passed over.
     seen: HashSet<OsString>,
 }
 
 impl FileSource {
-    pub fn new(config: &FileSourceConfig) -> FileSource {
+    pub fn new(path: &Path) -> FileSource {
         FileSource {
-            path: config.path.clone(),
+            path: path.to_path_buf(),
             seen: HashSet::new(),
         }
     }
@@ -121,28 +117,23 @@ pub struct HttpSource {
 }
 
 impl HttpSource {
-    pub fn new(config: &HttpSourceConfig) -> HttpSource {
-        let timeout = Duration::from_secs_f64(*config.timeout_s.get_ref());
+    pub fn new(config: &HttpSettings) -> HttpSource {
+        let timeout = config.timeout;
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .build()
             .into();
-        let authorization = match (&config.username, &config.password, &config.bearer_token) {
-            (Some(user), password, _) => {
-                let password = password
-                    .as_ref()
-                    .map(|p| p.get_ref().expose())
-                    .unwrap_or_default();
-                let encoded =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-                Some(format!("Basic {encoded}"))
+        let authorization = config.auth.as_ref().map(|auth| match auth {
+            HttpAuth::Basic { username, password } => {
+                let pair = format!("{username}:{}", password.expose());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                format!("Basic {encoded}")
             }
-            (None, _, Some(token)) => Some(format!("Bearer {}", token.get_ref().expose())),
-            (None, _, None) => None,
-        };
+            HttpAuth::Bearer(token) => format!("Bearer {}", token.expose()),
+        });
         HttpSource {
-            url: config.url.get_ref().clone(),
+            url: config.url.clone(),
             timeout,
             authorization,
             agent,
@@ -219,8 +210,8 @@ mod device {
 
     use super::v4l2::{Device, Filled, FourCc, Negotiated, Stream};
     use super::{Frame, FrameSource};
-    use crate::config::DeviceSourceConfig;
-    use crate::preprocess;
+    use crate::caption::preprocess;
+    use crate::daemon::config::{DeviceSelect, DeviceSettings};
 
     /// How long a streaming camera may take to deliver a frame before the grab fails (and the stream is
     /// reopened): a stalled USB camera must not hold its thread forever.
@@ -233,16 +224,16 @@ mod device {
     const FORMATS: [FourCc; 3] = [FourCc::MJPG, FourCc::JPEG, FourCc::YUYV];
 
     pub struct DeviceSource {
-        config: DeviceSourceConfig,
+        config: DeviceSettings,
         label: String,
         stream: Option<(Stream, Negotiated)>,
     }
 
     impl DeviceSource {
-        pub fn new(config: &DeviceSourceConfig) -> DeviceSource {
-            let label = match (&config.index, &config.name) {
-                (Some(index), _) => format!("/dev/video{index}"),
-                (None, name) => format!("camera `{}`", name.as_deref().unwrap_or_default()),
+        pub fn new(config: &DeviceSettings) -> DeviceSource {
+            let label = match &config.select {
+                DeviceSelect::Index(index) => format!("/dev/video{index}"),
+                DeviceSelect::Name(name) => format!("camera `{name}`"),
             };
             DeviceSource {
                 config: config.clone(),
@@ -254,18 +245,20 @@ mod device {
         /// `/dev/videoN` by index, or the capture device whose name (V4L2's card name, as
         /// `v4l2-ctl --list-devices` shows it) is the configured one.
         fn find(&self) -> Result<Device> {
-            if let Some(index) = self.config.index {
-                let path = PathBuf::from(format!("/dev/video{index}"));
-                return Device::open(&path)
-                    .with_context(|| format!("{}: cannot open the camera", self.label));
-            }
-            let wanted = self.config.name.as_deref().unwrap_or_default();
+            let wanted = match &self.config.select {
+                DeviceSelect::Index(index) => {
+                    let path = PathBuf::from(format!("/dev/video{index}"));
+                    return Device::open(&path)
+                        .with_context(|| format!("{}: cannot open the camera", self.label));
+                }
+                DeviceSelect::Name(name) => name,
+            };
             let devices = Device::all()
                 .with_context(|| format!("{}: cannot list /dev for cameras", self.label))?;
             let mut seen = Vec::new();
             for (path, device) in devices {
                 match device {
-                    Ok(device) if device.name == wanted => return Ok(device),
+                    Ok(device) if device.name == *wanted => return Ok(device),
                     Ok(device) => seen.push(format!("{} `{}`", path.display(), device.name)),
                     Err(_) => {}
                 }
@@ -296,11 +289,7 @@ mod device {
                 );
             };
             // Without a requested size the driver clamps "as large as possible" to its largest.
-            let (width, height) = self
-                .config
-                .width
-                .zip(self.config.height)
-                .unwrap_or((u32::MAX, u32::MAX));
+            let (width, height) = self.config.size.unwrap_or((u32::MAX, u32::MAX));
             let format = device
                 .set_format(wanted, width, height)
                 .with_context(|| format!("{}: cannot set the capture format", self.label))?;
@@ -394,19 +383,17 @@ mod device {
     mod tests {
         use super::*;
 
-        fn config(index: Option<u32>, name: Option<&str>) -> DeviceSourceConfig {
-            DeviceSourceConfig {
-                index,
-                name: name.map(str::to_string),
-                width: None,
-                height: None,
+        fn config(select: DeviceSelect) -> DeviceSettings {
+            DeviceSettings {
+                select,
+                size: None,
                 fps: None,
             }
         }
 
         #[test]
         fn a_missing_camera_is_an_error_that_names_it() {
-            let mut source = DeviceSource::new(&config(Some(97), None));
+            let mut source = DeviceSource::new(&config(DeviceSelect::Index(97)));
             let error = source
                 .grab()
                 .err()
@@ -420,7 +407,8 @@ mod device {
 
         #[test]
         fn a_camera_by_a_name_no_device_has_is_an_error_that_names_it() {
-            let mut source = DeviceSource::new(&config(None, Some("No Such Camera 97")));
+            let mut source =
+                DeviceSource::new(&config(DeviceSelect::Name("No Such Camera 97".into())));
             let error = format!("{:#}", source.grab().err().expect("no such camera"));
             assert!(
                 error.starts_with("camera `No Such Camera 97`: cannot open the camera: no "),

@@ -173,6 +173,7 @@ mod tests {
 
     #[test]
     fn every_item_is_run_once_whatever_the_thread_count() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         for threads in [1, 2, 3, 2, 1] {
             for items in [0, 1, 2, 7, 1000] {
                 let seen: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
@@ -189,18 +190,53 @@ mod tests {
         }
     }
 
+    /// The pool is one per process: tests that replace it or watch it take turns.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn helpers_parked() -> Vec<bool> {
+        POOL.lock()
+            .unwrap()
+            .as_ref()
+            .map(|pool| {
+                pool.helpers
+                    .iter()
+                    .map(|h| h.parked.load(Ordering::SeqCst))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     #[test]
-    fn helpers_take_shares_after_parking() {
-        let threads_seen = Mutex::new(std::collections::HashSet::new());
-        for _ in 0..2 {
-            split(2, 2, &|_, _| {
-                threads_seen
-                    .lock()
-                    .unwrap()
-                    .insert(std::thread::current().id());
-            });
-            std::thread::sleep(SPIN * 3);
+    fn idle_helpers_park_and_still_take_their_share() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let ran_on = Mutex::new(Vec::new());
+        let record = |first: usize, _: usize| {
+            ran_on
+                .lock()
+                .unwrap()
+                .push((first, std::thread::current().id()));
+        };
+        split(2, 2, &record);
+        // An idle daemon must not keep a core spinning: the helper parks once it has waited `SPIN`.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while helpers_parked() != [true] {
+            assert!(
+                Instant::now() < deadline,
+                "the helper never parked: {:?}",
+                helpers_parked()
+            );
+            std::thread::sleep(SPIN);
         }
-        assert_eq!(threads_seen.lock().unwrap().len(), 2);
+        ran_on.lock().unwrap().clear();
+        split(2, 2, &record);
+        let mut ran = ran_on.lock().unwrap().clone();
+        ran.sort_by_key(|(first, _)| *first);
+        let caller = std::thread::current().id();
+        assert_eq!(ran.len(), 2);
+        assert_eq!(ran[0], (0, caller), "the caller runs the first share");
+        assert!(
+            ran[1].0 == 1 && ran[1].1 != caller,
+            "the parked helper was woken for the second share: {ran:?}"
+        );
     }
 }

@@ -1,0 +1,161 @@
+//! The daemon's settings once the file has been checked and resolved: plain values, defaults applied, secrets and
+//! TLS files read, paths absolute (or relative to the working folder, as the file's own path was). What the
+//! daemon runs on; nothing after `Settings::load` can find the configuration wrong.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+use rumqttc::QoS;
+
+#[derive(Debug)]
+pub struct Settings {
+    pub log_level: LevelFilter,
+    pub model: ModelSettings,
+    pub mqtt: MqttSettings,
+    pub home_assistant: HomeAssistantSettings,
+    pub cameras: Vec<CameraSettings>,
+}
+
+/// Where the file says nothing about a model, the command line's discovery rules apply.
+#[derive(Debug, Default)]
+pub struct ModelSettings {
+    pub bundle: Option<PathBuf>,
+    pub precision: Option<String>,
+    pub beam_size: Option<usize>,
+    pub max_tokens: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct MqttSettings {
+    pub host: String,
+    /// 1883, or 8883 with TLS, unless the file says otherwise.
+    pub port: u16,
+    pub client_id: String,
+    pub base_topic: String,
+    pub keep_alive: Duration,
+    /// Captions kept while the broker is unreachable; beyond it the oldest are dropped.
+    pub queue_limit: usize,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub credentials: Option<Credentials>,
+    pub tls: Option<TlsSettings>,
+}
+
+#[derive(Debug)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// The files' contents, checked to be PEM holding what each should hold.
+#[derive(Debug)]
+pub struct TlsSettings {
+    pub ca: Vec<u8>,
+    /// The client certificate chain and its key.
+    pub client_auth: Option<(Vec<u8>, Secret)>,
+}
+
+#[derive(Debug)]
+pub struct HomeAssistantSettings {
+    pub discovery: bool,
+    pub discovery_prefix: String,
+    /// Groups the entities under one device: the file's `node_id`, else the MQTT base topic.
+    pub node_id: String,
+    pub device_name: String,
+}
+
+#[derive(Debug)]
+pub struct CameraSettings {
+    pub name: String,
+    pub interval: Duration,
+    /// Cosine similarity with the last published embedding above which the decoder is skipped; 1 disables it.
+    pub skip_if_similarity_above: f64,
+    pub max_captions_per_minute: u32,
+    /// The camera's own, else the `[mqtt]` table's.
+    pub qos: QoS,
+    pub retain: bool,
+    pub source: SourceSettings,
+}
+
+/// Where a camera's pictures come from.
+#[derive(Debug, Clone)]
+pub enum SourceSettings {
+    /// A folder (its newest new picture is captioned) or one picture (re-read every time).
+    File(PathBuf),
+    Http(HttpSettings),
+    /// Only Linux has V4L2: elsewhere the file is refused.
+    #[cfg(target_os = "linux")]
+    Device(DeviceSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub url: String,
+    pub timeout: Duration,
+    pub auth: Option<HttpAuth>,
+}
+
+#[derive(Debug, Clone)]
+pub enum HttpAuth {
+    Basic { username: String, password: Secret },
+    Bearer(Secret),
+}
+
+/// A V4L2/USB camera; the size and rate are requests, the camera picks the closest it has.
+#[derive(Debug, Clone)]
+pub struct DeviceSettings {
+    pub select: DeviceSelect,
+    pub size: Option<(u32, u32)>,
+    pub fps: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub enum DeviceSelect {
+    /// `/dev/videoN`.
+    Index(u32),
+    /// V4L2's card name, as `v4l2-ctl --list-devices` shows it.
+    Name(String),
+}
+
+/// A password, token or key, read from wherever the file said; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub(super) fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl SourceSettings {
+    /// One line for `check-config` and the logs.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceSettings::File(path) => format!("file {}", path.display()),
+            SourceSettings::Http(http) => format!("http {}", http.url),
+            #[cfg(target_os = "linux")]
+            SourceSettings::Device(device) => format!("device {}", device.select.describe()),
+        }
+    }
+}
+
+impl DeviceSelect {
+    pub fn describe(&self) -> String {
+        match self {
+            DeviceSelect::Index(index) => format!("/dev/video{index}"),
+            DeviceSelect::Name(name) => format!("`{name}`"),
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The connection thread: connects with backoff, announces the daemon on every new session (availability,
+//! subscriptions, discovery, states), hands queued captions to the client, follows their acknowledgements, turns
+//! `set` messages into camera commands, and on a lost connection queues again what was not confirmed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    Client, ConnectReturnCode, Connection, ConnectionError, Event, Incoming, LastWill, MqttOptions,
+    Outgoing, QoS, RecvTimeoutError, StateError, TlsConfiguration, Transport,
+};
+
+use super::discovery::{self, Discovery};
+use super::inflight::Inflight;
+use super::outbox::{Message, Shared};
+use super::topics::Topics;
+use super::{CameraChannel, Command, OFFLINE, ONLINE, STOPPED};
+use crate::daemon::config::MqttSettings;
+
+/// How often the connection thread looks at the outbox while connected.
+const OUTBOX_POLL: Duration = Duration::from_millis(50);
+
+/// The client's options: who we are, the last will, credentials and TLS, all read at start.
+fn options(mqtt: &MqttSettings, topics: &Topics) -> MqttOptions {
+    let mut options = MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
+    options.set_keep_alive(mqtt.keep_alive);
+    options.set_clean_session(true);
+    options.set_last_will(LastWill::new(
+        topics.available(),
+        OFFLINE,
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if let Some(credentials) = &mqtt.credentials {
+        options.set_credentials(&credentials.username, credentials.password.expose());
+    }
+    if let Some(tls) = &mqtt.tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: tls.ca.clone(),
+            alpn: None,
+            client_auth: tls
+                .client_auth
+                .as_ref()
+                .map(|(chain, key)| (chain.clone(), key.expose().as_bytes().to_vec())),
+        }));
+    }
+    options
+}
+
+/// The connection thread's state.
+pub(super) struct Link {
+    client: Client,
+    connection: Connection,
+    shared: Arc<Shared>,
+    topics: Topics,
+    cameras: Vec<CameraChannel>,
+    discovery: Option<Discovery>,
+    broker: String,
+    queue_limit: usize,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    inflight: Inflight,
+    stopped_sent: bool,
+    disconnect_sent: bool,
+}
+
+enum Step {
+    Continue,
+    Finished,
+}
+
+impl Link {
+    pub fn new(
+        mqtt: &MqttSettings,
+        topics: Topics,
+        cameras: Vec<CameraChannel>,
+        discovery: Option<Discovery>,
+        shared: Arc<Shared>,
+    ) -> Link {
+        // Room for a full queue of captions plus discovery and states, so that handing over never blocks.
+        let capacity = mqtt.queue_limit * 2 + cameras.len() * 5 + 16;
+        let (client, connection) = Client::new(options(mqtt, &topics), capacity);
+        Link {
+            client,
+            connection,
+            shared,
+            topics,
+            cameras,
+            discovery,
+            broker: format!("{}:{}", mqtt.host, mqtt.port),
+            queue_limit: mqtt.queue_limit,
+            reconnect_min: mqtt.reconnect_min,
+            reconnect_max: mqtt.reconnect_max,
+            inflight: Inflight::default(),
+            stopped_sent: false,
+            disconnect_sent: false,
+        }
+    }
+
+    pub fn run(mut self) {
+        let mut delay = self.reconnect_min;
+        let mut failures = 0u32;
+        loop {
+            if self.shared.outbox().stopping {
+                let pending = self.shared.outbox().queue.len();
+                if pending > 0 {
+                    log::warn!(captions = pending; "stopping while the broker is unreachable: captions not delivered");
+                }
+                return;
+            }
+            // Blocks until connected or failed; the connect has its own timeout.
+            match self.connection.recv() {
+                Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
+                    log::info!(broker = self.broker; "connected to the MQTT broker");
+                    delay = self.reconnect_min;
+                    failures = 0;
+                    if let Step::Finished = self.connected() {
+                        return;
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    failures += 1;
+                    log::warn!(broker = self.broker, attempt = failures, retry_in_s = delay.as_secs_f64();
+                        "{}", describe(&error));
+                    self.wait(delay);
+                    delay = (delay * 2).min(self.reconnect_max);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Serves one connection until it is lost (`Continue`) or closed on request (`Finished`).
+    fn connected(&mut self) -> Step {
+        self.announce();
+        loop {
+            self.pump();
+            match self.connection.recv_timeout(OUTBOX_POLL) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Step::Finished,
+                Ok(Ok(event)) => {
+                    if let Step::Finished = self.handle(event) {
+                        return Step::Finished;
+                    }
+                }
+                Ok(Err(error)) => {
+                    if self.disconnect_sent {
+                        return Step::Finished;
+                    }
+                    log::warn!(broker = self.broker; "lost the MQTT connection: {}", describe(&error));
+                    self.requeue_unconfirmed();
+                    return Step::Continue;
+                }
+            }
+        }
+    }
+
+    /// What a new session needs: availability, subscriptions, discovery, every camera's state.
+    fn announce(&mut self) {
+        self.send(
+            &self.topics.available(),
+            QoS::AtLeastOnce,
+            true,
+            ONLINE.as_bytes().to_vec(),
+            None,
+        );
+        let mut subscriptions: Vec<String> = self
+            .cameras
+            .iter()
+            .map(|c| self.topics.set(&c.name))
+            .collect();
+        if self.discovery.is_some() {
+            subscriptions.push(self.topics.home_assistant_status());
+        }
+        for topic in subscriptions {
+            if let Err(e) = self.client.try_subscribe(&topic, QoS::AtLeastOnce) {
+                log::error!(topic = topic; "cannot subscribe: {e}");
+            }
+        }
+        self.announce_discovery();
+        self.shared.outbox().states_changed = true;
+    }
+
+    fn announce_discovery(&mut self) {
+        let Some(discovery) = &self.discovery else {
+            return;
+        };
+        let names: Vec<String> = self.cameras.iter().map(|c| c.name.clone()).collect();
+        for (topic, payload) in discovery::messages(&self.topics, &names, discovery) {
+            self.send(&topic, QoS::AtLeastOnce, true, payload.into_bytes(), None);
+        }
+    }
+
+    /// Hands queued captions, changed states and, when stopping, the farewell to the client.
+    fn pump(&mut self) {
+        let (captions, states, stopping) = {
+            let mut outbox = self.shared.outbox();
+            let states = if std::mem::take(&mut outbox.states_changed) {
+                outbox.states.clone()
+            } else {
+                BTreeMap::new()
+            };
+            (
+                outbox.queue.drain(..).collect::<Vec<_>>(),
+                states,
+                outbox.stopping,
+            )
+        };
+        for (camera, capturing) in states {
+            let payload = if capturing { "ON" } else { "OFF" };
+            self.send(
+                &self.topics.state(&camera),
+                QoS::AtLeastOnce,
+                true,
+                payload.into(),
+                None,
+            );
+        }
+        for message in captions.into_iter().flatten() {
+            let (topic, qos, retain, payload) = (
+                message.topic.clone(),
+                message.qos,
+                message.retain,
+                message.payload.clone(),
+            );
+            self.send(&topic, qos, retain, payload, Some(message));
+        }
+        if stopping && !self.stopped_sent {
+            self.send(
+                &self.topics.available(),
+                QoS::AtLeastOnce,
+                true,
+                STOPPED.into(),
+                None,
+            );
+            self.stopped_sent = true;
+        }
+        if self.stopped_sent && self.inflight.all_confirmed() && !self.disconnect_sent {
+            match self.client.try_disconnect() {
+                Ok(()) => self.disconnect_sent = true,
+                Err(e) => log::error!("cannot disconnect from the MQTT broker: {e}"),
+            }
+        }
+    }
+
+    /// Publishes one message; `caption` is kept until the broker confirms it.
+    fn send(
+        &mut self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+        caption: Option<Message>,
+    ) {
+        match self.client.try_publish(topic, qos, retain, payload) {
+            Ok(()) => self.inflight.handed(caption),
+            Err(e) => {
+                log::error!(topic = topic; "MQTT client queue full, message not sent: {e}");
+                if let Some(message) = caption {
+                    self.shared.outbox().queue.push_front(vec![message]);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) -> Step {
+        self.inflight.observe(&event);
+        match event {
+            Event::Incoming(Incoming::Publish(publish)) => {
+                self.on_message(&publish.topic, &publish.payload, publish.retain)
+            }
+            Event::Outgoing(Outgoing::Disconnect) => {
+                log::info!(broker = self.broker; "disconnected from the MQTT broker");
+                return Step::Finished;
+            }
+            _ => {}
+        }
+        Step::Continue
+    }
+
+    fn on_message(&mut self, topic: &str, payload: &[u8], retained: bool) {
+        let text = String::from_utf8_lossy(payload);
+        let text = text.trim();
+        if topic == self.topics.home_assistant_status() {
+            if text == ONLINE {
+                log::info!("Home Assistant is online: publishing discovery again");
+                self.announce_discovery();
+            }
+            return;
+        }
+        let Some(camera) = self.topics.camera_of_set(topic) else {
+            return;
+        };
+        // A retained command would replay on every connection.
+        if retained {
+            log::warn!(topic = topic; "ignoring a retained command; publish commands without retain");
+            return;
+        }
+        let command = match text {
+            "capture" | "CAPTURE" => Command::Capture,
+            "ON" | "on" => Command::Resume,
+            "OFF" | "off" => Command::Pause,
+            _ => {
+                log::warn!(topic = topic, payload = text; "unknown command: expected capture, ON or OFF");
+                return;
+            }
+        };
+        let Some(channel) = self.cameras.iter().find(|c| c.name == camera) else {
+            log::warn!(topic = topic; "command for an unknown camera");
+            return;
+        };
+        log::info!(camera = camera, command = format!("{command:?}"); "command received");
+        if channel.commands.send(command).is_err() {
+            log::error!(camera = camera; "the camera thread has ended; command ignored");
+            return;
+        }
+        let capturing = match command {
+            Command::Pause => false,
+            Command::Resume => true,
+            Command::Capture => return,
+        };
+        self.shared.outbox().set_state(camera, capturing);
+    }
+
+    /// A lost connection loses what it had not confirmed: queue it again, in the order it was sent.
+    fn requeue_unconfirmed(&mut self) {
+        let unconfirmed = self.inflight.take_unconfirmed();
+        if unconfirmed.is_empty() {
+            return;
+        }
+        log::info!(captions = unconfirmed.len(); "captions unconfirmed when the connection was lost: queued again");
+        self.shared.outbox().requeue(unconfirmed, self.queue_limit);
+    }
+
+    /// Sleeps before the next connection attempt, waking early to stop.
+    fn wait(&self, delay: Duration) {
+        let deadline = Instant::now() + delay;
+        let mut outbox = self.shared.outbox();
+        while !outbox.stopping {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            outbox = self
+                .shared
+                .wake
+                .wait_timeout(outbox, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// One line that says what went wrong and what to check.
+fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+            "the broker refused the login: bad user name or password (check mqtt.username and mqtt.password)".into()
+        }
+        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+            "the broker refused the connection: not authorised (check mqtt.username, mqtt.password and the broker's ACL)".into()
+        }
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadClientId) => {
+            "the broker refused the client id (check mqtt.client_id)".into()
+        }
+        ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection: {code:?}"),
+        ConnectionError::Io(e) => format!("cannot reach the MQTT broker: {e}"),
+        ConnectionError::MqttState(StateError::ConnectionAborted) => "the broker closed the connection".into(),
+        ConnectionError::NetworkTimeout => "the MQTT broker did not answer in time".into(),
+        ConnectionError::Tls(e) => format!("TLS with the MQTT broker failed: {e} (check mqtt.tls)"),
+        other => format!("MQTT connection error: {other}"),
+    }
+}
