@@ -468,3 +468,35 @@ fn default_bundle_is_found_above_the_executable() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn check_config_refuses_a_tls_ca_file_that_is_missing_or_not_pem() {
+    let dir = common::scratch("check_config_tls");
+    fs::write(dir.join("ca.der"), [0x30, 0x82, 0x01, 0x0a]).unwrap();
+    let config = |ca_file: &str| {
+        format!(
+            "[mqtt]\nhost = \"localhost\"\n\n[mqtt.tls]\nca_file = \"{ca_file}\"\n\n[[camera]]\nname = \"porch\"\n[camera.file]\npath = \".\"\n"
+        )
+    };
+    let path = dir.join("capdec.toml");
+    let path_text = path.to_str().unwrap();
+    fs::write(&path, config("missing-ca.pem")).unwrap();
+    assert_fails(
+        &capdec(&["check-config", path_text]),
+        1,
+        &[
+            "capdec.toml:5: in [mqtt.tls] key `ca_file`",
+            "mqtt.tls.ca_file: cannot read",
+            "missing-ca.pem",
+        ],
+    );
+    fs::write(&path, config("ca.der")).unwrap();
+    assert_fails(
+        &capdec(&["check-config", path_text]),
+        1,
+        &[
+            "capdec.toml:5: in [mqtt.tls] key `ca_file`",
+            "ca.der is not PEM holding a CA certificate",
+        ],
+    );
+}

@@ -2,6 +2,8 @@
 //! (BENCHMARKS.md, "What changed"): `graph` applies them while it compiles a graph.
 
 use tract_onnx::prelude::*;
+// Only the int8 rewrite (x86-64) and the tests build ops by hand.
+#[cfg(any(target_arch = "x86_64", test))]
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::model::TypedModelHelpers;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
