@@ -16,6 +16,8 @@ failure (any image, the references file, the bundle, the configuration), 2 usage
     about = "capdec: caption images on the device with a CapDec model bundle",
     after_help = EXIT_STATUS,
     subcommand_required = true,
+    // As before clap: an option given twice keeps its last value.
+    args_override_self = true,
     // The derive would print the whole help for a bare `capdec`; a usage error says what is missing.
     arg_required_else_help = false
 )]

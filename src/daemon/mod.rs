@@ -5,7 +5,7 @@
 //! before the decoder runs, so an unchanged scene costs an encoder pass, not a caption. `config` is read once, in
 //! full, before anything starts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
@@ -36,10 +36,8 @@ pub fn run(path: &Path) -> Result<()> {
     let settings = Settings::load(path)?;
     // Before the logger is installed (a bad file) only standard error can say what went wrong.
     logging::init(settings.log_level)?;
-    let choice = model_choice(&settings)?;
-    if let Some(dir) = &choice.bundle {
-        log::info!(bundle = dir.display().to_string(); "loading the model");
-    }
+    let (dir, choice) = model_choice(&settings)?;
+    log::info!(bundle = dir.display().to_string(); "loading the model");
     let model = Model::load(&choice).with_context(|| format!("{}: [model]", path.display()))?;
     serve(&settings, model)
 }
@@ -48,8 +46,7 @@ pub fn run(path: &Path) -> Result<()> {
 /// bundle's manifest and files), and a summary of what it would do.
 pub fn check(path: &Path) -> Result<String> {
     let settings = Settings::load(path)?;
-    let choice = model_choice(&settings)?;
-    let dir = bundle::locate(choice.bundle.as_deref())?;
+    let (dir, choice) = model_choice(&settings)?;
     let bundle = Bundle::open(&dir)?;
     if let Some(precision) = &choice.precision {
         bundle.variant(precision)?;
@@ -76,14 +73,16 @@ pub fn check(path: &Path) -> Result<String> {
 }
 
 /// The file's `[model]`, with the bundle found as `capdec caption` finds it where the file names none.
-fn model_choice(settings: &Settings) -> Result<ModelChoice> {
+fn model_choice(settings: &Settings) -> Result<(PathBuf, ModelChoice)> {
     let model = &settings.model;
-    Ok(ModelChoice {
-        bundle: Some(bundle::locate(model.bundle.as_deref())?),
+    let dir = bundle::locate(model.bundle.as_deref())?;
+    let choice = ModelChoice {
+        bundle: Some(dir.clone()),
         precision: model.precision.clone(),
         beam_size: model.beam_size,
         max_tokens: model.max_tokens,
-    })
+    };
+    Ok((dir, choice))
 }
 
 fn serve(settings: &Settings, model: Model) -> Result<()> {
@@ -125,13 +124,14 @@ fn serve(settings: &Settings, model: Model) -> Result<()> {
     // Ctrl-C or SIGTERM; a closed channel cannot happen while the handler holds its sender.
     let _ = stopped.recv();
     log::info!("stopping: finishing the caption in flight");
+    // Closing the command channels ends the camera threads at their next wake-up; one in the middle of a slow
+    // fetch is not waited for.
+    publisher.close_commands();
     board.stop();
     if worker.join().is_err() {
         log::error!("the captioning thread panicked");
     }
     match Arc::try_unwrap(publisher) {
-        // Stopping the publisher drops the camera's command channels: their threads end at their next
-        // wake-up; one in the middle of a slow fetch is not waited for.
         Ok(publisher) => publisher.stop(STOP_GRACE),
         Err(_) => {
             log::error!("the MQTT publisher is still shared; exiting without a clean disconnect")

@@ -213,6 +213,30 @@ path = "pictures"
     }
 
     #[test]
+    fn durations_a_clock_cannot_hold_or_a_thread_would_spin_on_are_refused() {
+        for value in ["1e19", "1e-12", "0", "-5", "nan"] {
+            let text = MINIMAL.replace(
+                "name = \"porch\"",
+                &format!("name = \"porch\"\ninterval_s = {value}"),
+            );
+            let message = error(&text);
+            assert!(
+                message.contains("capdec.toml:7: in [[camera]] key `interval_s`"),
+                "{value}: {message}"
+            );
+            assert!(
+                message.contains("from 0.001 to 1000000000"),
+                "{value}: {message}"
+            );
+        }
+        let text = MINIMAL.replace("name = \"porch\"", "name = \"porch\"\ninterval_s = 0.5");
+        assert_eq!(
+            parse(&text).unwrap().cameras[0].interval,
+            std::time::Duration::from_millis(500)
+        );
+    }
+
+    #[test]
     fn secrets_come_from_files_and_never_show() {
         let dir = std::env::temp_dir().join(format!("capdec-config-secret-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();

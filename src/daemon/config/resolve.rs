@@ -362,7 +362,7 @@ fn check_pem(
     parse: impl FnOnce() -> Result<usize, String>,
 ) -> Result<()> {
     let problem = match parse() {
-        Ok(0) => "no PEM section in it".to_string(),
+        Ok(0) => "no such section in it".to_string(),
         Ok(_) => return Ok(()),
         Err(e) => e,
     };
@@ -426,15 +426,22 @@ fn qos_level(level: u8) -> QoS {
     }
 }
 
+/// From a millisecond (less would spin a thread) to about 31 years (more would overflow the clock's sums).
+const SECONDS: std::ops::RangeInclusive<f64> = 0.001..=1e9;
+
 fn seconds(file: &TomlFile, value: &Spanned<f64>, key: &str) -> Result<Duration> {
     let seconds = *value.get_ref();
-    match Duration::try_from_secs_f64(seconds) {
-        Ok(duration) if seconds > 0.0 => Ok(duration),
-        _ => bail!(file.at(
+    if !SECONDS.contains(&seconds) {
+        bail!(file.at(
             value,
-            &format!("{key} must be a positive number of seconds, not {seconds}")
-        )),
+            &format!(
+                "{key} must be a number of seconds from {} to {}, not {seconds}",
+                SECONDS.start(),
+                SECONDS.end()
+            )
+        ));
     }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn check_url(file: &TomlFile, url: &Spanned<String>, label: &str) -> Result<()> {

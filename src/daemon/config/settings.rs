@@ -140,7 +140,7 @@ impl fmt::Debug for Secret {
 }
 
 impl SourceSettings {
-    /// One line for `check-config` and the logs.
+    /// One line for `check-config`'s summary.
     pub fn describe(&self) -> String {
         match self {
             SourceSettings::File(path) => format!("file {}", path.display()),

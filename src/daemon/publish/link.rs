@@ -307,12 +307,17 @@ impl Link {
                 return;
             }
         };
-        let Some(channel) = self.cameras.iter().find(|c| c.name == camera) else {
+        if !self.cameras.iter().any(|c| c.name == camera) {
             log::warn!(topic = topic; "command for an unknown camera");
+            return;
+        }
+        let mut outbox = self.shared.outbox();
+        let Some(channel) = outbox.commands.get(camera) else {
+            log::info!(camera = camera; "stopping: command ignored");
             return;
         };
         log::info!(camera = camera, command = format!("{command:?}"); "command received");
-        if channel.commands.send(command).is_err() {
+        if channel.send(command).is_err() {
             log::error!(camera = camera; "the camera thread has ended; command ignored");
             return;
         }
@@ -321,7 +326,7 @@ impl Link {
             Command::Resume => true,
             Command::Capture => return,
         };
-        self.shared.outbox().set_state(camera, capturing);
+        outbox.set_state(camera, capturing);
     }
 
     /// A lost connection loses what it had not confirmed: queue it again, in the order it was sent.

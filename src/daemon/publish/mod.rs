@@ -45,13 +45,12 @@ pub enum Command {
     Resume,
 }
 
-/// Per camera: how its captions are published, and where its commands go.
+/// Per camera: how its captions are published.
 #[derive(Debug, Clone)]
 struct CameraChannel {
     name: String,
     qos: QoS,
     retain: bool,
-    commands: Sender<Command>,
 }
 
 pub struct Publisher {
@@ -73,16 +72,19 @@ impl Publisher {
         let cameras: Vec<CameraChannel> = settings
             .cameras
             .iter()
-            .zip(commands)
-            .map(|(camera, commands)| CameraChannel {
+            .map(|camera| CameraChannel {
                 name: camera.name.clone(),
                 qos: camera.qos,
                 retain: camera.retain,
-                commands,
             })
             .collect();
         let outbox = Outbox {
             states: cameras.iter().map(|c| (c.name.clone(), true)).collect(),
+            commands: cameras
+                .iter()
+                .map(|c| c.name.clone())
+                .zip(commands)
+                .collect(),
             ..Outbox::default()
         };
         let shared = Arc::new(Shared::new(outbox));
@@ -142,6 +144,11 @@ impl Publisher {
         ];
         outbox.push_back(messages, self.queue_limit);
         self.shared.wake.notify_all();
+    }
+
+    /// Stops passing commands on: the camera threads end once their channel is closed.
+    pub fn close_commands(&self) {
+        self.shared.outbox().commands.clear();
     }
 
     /// Sends what is queued, publishes `stopped` and disconnects; gives up after `within`.

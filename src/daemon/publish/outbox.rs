@@ -4,7 +4,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use std::sync::mpsc::Sender;
+
 use rumqttc::QoS;
+
+use super::Command;
 
 /// One MQTT message of a caption; `caption` groups the messages of one caption for the queue bound.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +27,8 @@ pub(super) struct Outbox {
     /// Whether each camera is capturing; published on every connection and on change.
     pub states: BTreeMap<String, bool>,
     pub states_changed: bool,
+    /// Each camera's command channel, until the daemon stops taking pictures.
+    pub commands: BTreeMap<String, Sender<Command>>,
     pub next_caption: u64,
     pub dropped: u64,
     pub stopping: bool,

@@ -26,8 +26,7 @@ pub struct CaptionRecord {
 
 impl CaptionRecord {
     pub fn to_json(&self) -> Vec<u8> {
-        // Strings, numbers and an option: nothing in it can fail to serialise.
-        serde_json::to_vec(self).unwrap_or_default()
+        serde_json::to_vec(self).expect("strings, numbers and options always serialise")
     }
 }
 
