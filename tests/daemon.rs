@@ -352,7 +352,7 @@ fn captions_survive_a_broker_restart_up_to_the_queue_bound() {
     {
         let name = format!("{}.png", index + 1);
         drop_picture(&folder, picture, &name);
-        daemon.wait_for_log(&["caption published", &name]);
+        daemon.wait_for_log(&["caption queued", &name]);
     }
     daemon.wait_for_log(&["dropped the oldest caption", "dropped_total=1"]);
     broker.restart();
@@ -436,7 +436,7 @@ fn unreachable_broker_is_reported_retried_and_joined_when_it_appears() {
     );
     daemon.wait_for_log(&["cannot reach the MQTT broker", "attempt=2"]);
     // A caption taken while unreachable waits in the queue.
-    daemon.wait_for_log(&["caption published"]);
+    daemon.wait_for_log(&["caption queued: the MQTT broker is unreachable"]);
 
     let broker = Broker::start_on(&dir, port);
     daemon.wait_for_log(&["connected to the MQTT broker"]);

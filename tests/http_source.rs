@@ -1,14 +1,19 @@
-//! The `http` frame source against a real local HTTP server: a good camera, a slow one, broken ones.
+//! The `http` frame source against real local servers: a good camera, a slow one, broken ones; and over HTTPS
+//! against OpenSSL's own server (`openssl s_server -WWW`) with certificates made at test time.
 
-use std::io::{Read, Write};
+mod certs;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 
 use capdec_edge::daemon::config::{Settings, SourceSettings};
 use capdec_edge::daemon::sources::{FrameSource, HttpSource};
 use capdec_edge::preprocess;
+use certs::{Authority, Issued, Validity};
 
 fn snapshot() -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images/rocket.jpg"))
@@ -188,5 +193,125 @@ fn nobody_listening_is_an_error() {
     assert!(
         message.contains(&url) && message.to_lowercase().contains("refused"),
         "{message}"
+    );
+}
+
+/// OpenSSL's test server serving the files of a folder over HTTPS with `cert`; gone when dropped.
+struct HttpsServer {
+    child: Child,
+    port: u16,
+}
+
+impl HttpsServer {
+    fn start(folder: &Path, cert: &Issued) -> HttpsServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("openssl")
+            .args(["s_server", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&cert.cert)
+            .arg("-key")
+            .arg(&cert.key)
+            .current_dir(folder)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl must be installed (Debian package `openssl`)");
+        // It serves one connection at a time, so a probe connection could hold up the test's own: its
+        // `ACCEPT` line says it listens.
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut lines = stdout.lines();
+        assert!(
+            lines.any(|line| line.is_ok_and(|l| l == "ACCEPT")),
+            "openssl s_server did not start"
+        );
+        thread::spawn(move || lines.for_each(drop));
+        HttpsServer { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/snapshot.jpg", self.port)
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A folder with the snapshot, a CA and a camera certificate it signed.
+fn https_camera(name: &str, validity: Validity) -> (std::path::PathBuf, Authority, HttpsServer) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("https-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("snapshot.jpg"), snapshot()).unwrap();
+    let ca = Authority::new(&dir, "camera");
+    let cert = ca.server(&dir, "camera", &["127.0.0.1"], validity);
+    let server = HttpsServer::start(&dir, &cert);
+    (dir, ca, server)
+}
+
+#[test]
+fn https_snapshot_is_verified_against_the_cameras_ca_file() {
+    let (_dir, ca, server) = https_camera("good", Validity::Current);
+    let mut source = source(
+        &server.url(),
+        &format!("ca_file = \"{}\"", ca.ca_file.display()),
+    );
+    let frame = source.grab().unwrap().expect("a picture");
+    let expected = preprocess::decode_rgb(&snapshot(), "rocket.jpg", None).unwrap();
+    assert_eq!(frame.image, expected);
+}
+
+#[test]
+fn https_camera_with_a_certificate_from_another_ca_is_refused() {
+    let (dir, _ca, server) = https_camera("wrong-ca", Validity::Current);
+    let other = Authority::new(&dir, "other");
+    let message = grab_error(&mut source(
+        &server.url(),
+        &format!("ca_file = \"{}\"", other.ca_file.display()),
+    ));
+    assert!(
+        message.starts_with(&server.url())
+            && message.contains(&format!(
+                "the camera's certificate is not signed by any CA in http.ca_file {}",
+                other.ca_file.display()
+            )),
+        "{message}"
+    );
+}
+
+#[test]
+fn https_camera_with_an_expired_certificate_is_refused() {
+    let (_dir, ca, server) = https_camera("expired", Validity::Expired);
+    let message = grab_error(&mut source(
+        &server.url(),
+        &format!("ca_file = \"{}\"", ca.ca_file.display()),
+    ));
+    assert!(
+        message.contains("the camera's certificate expired at 2021-01-01T00:00:00Z"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_ca_file_for_a_plain_http_url_is_a_configuration_error() {
+    let text = "[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"cam\"\n[camera.http]\n\
+                url = \"http://cam/snapshot.jpg\"\nca_file = \"ca.pem\"\n";
+    let error = format!(
+        "{:#}",
+        Settings::parse(text, Path::new("test.toml")).unwrap_err()
+    );
+    assert!(
+        error.contains("test.toml:7")
+            && error.contains("http.ca_file is for https URLs, and http.url is plain http"),
+        "{error}"
     );
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use super::cameras::{Board, Job, Trigger};
 use crate::caption::captioner::Model;
 use crate::daemon::config::CameraSettings;
-use crate::daemon::publish::{CaptionRecord, Publisher};
+use crate::daemon::publish::{CaptionRecord, Delivery, Publisher};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -19,6 +19,7 @@ pub(super) struct CameraPlan {
     skip_if_similarity_above: f64,
     rate: RateLimit,
     last_published: Option<Vec<f32>>,
+    published: u64,
 }
 
 impl CameraPlan {
@@ -28,6 +29,7 @@ impl CameraPlan {
             skip_if_similarity_above: camera.skip_if_similarity_above,
             rate: RateLimit::new(camera.max_captions_per_minute),
             last_published: None,
+            published: 0,
         }
     }
 }
@@ -83,12 +85,22 @@ pub(super) fn caption_loop(
         let plan = &mut plans[index];
         match caption(model, plan, job) {
             Ok(Some(record)) => {
-                log::info!(camera = record.camera, trigger = record.trigger, source = record.source,
+                let delivery = publisher.publish_caption(&record);
+                let outcome = match delivery {
+                    Some(Delivery::Published) => "caption published".to_string(),
+                    Some(Delivery::Queued { waiting: 0 }) => {
+                        "caption queued: the MQTT broker is unreachable".to_string()
+                    }
+                    Some(Delivery::Queued { waiting }) => format!(
+                        "caption queued behind {waiting} others: the MQTT broker is unreachable"
+                    ),
+                    None => continue,
+                };
+                log::info!(camera = record.camera, sequence = record.sequence, trigger = record.trigger, source = record.source,
                     caption = record.caption, score = format!("{:.3}", record.score),
                     similarity = record.similarity.map(|s| format!("{s:.4}")).unwrap_or_else(|| "none".into()),
                     total_ms = format!("{:.0}", record.latency_ms.total());
-                    "caption published");
-                publisher.publish_caption(&record);
+                    "{outcome}");
             }
             Ok(None) => {}
             Err(error) => log::error!(camera = plan.name; "captioning failed: {error:#}"),
@@ -123,8 +135,10 @@ fn caption(model: &Model, plan: &mut CameraPlan, job: Job) -> Result<Option<Capt
     let caption = captioner.finish(&encoded, &model.search)?;
     plan.rate.record(now);
     plan.last_published = Some(encoded.embedding);
+    plan.published += 1;
     Ok(Some(CaptionRecord {
         camera: plan.name.clone(),
+        sequence: plan.published,
         caption: caption.text,
         score: caption.mean_log_prob,
         model: model.name().to_string(),

@@ -76,8 +76,9 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
     }
 }
 
-/// Bare when it is one plain word, else double-quoted with `"`, `\` and line breaks escaped, so that a line
-/// is always one event.
+/// Bare when it is one plain word, else double-quoted with `"`, `\` and every control character escaped, so
+/// that a line is always one event and a terminal shows it as it is (a NUL or an escape sequence from a
+/// payload or a file name is written as `\u{0}`, `\u{1b}`).
 fn quoted(text: &str) -> String {
     let plain = !text.is_empty()
         && text
@@ -94,6 +95,8 @@ fn quoted(text: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
             c => out.push(c),
         }
     }
@@ -112,5 +115,6 @@ mod tests {
         assert_eq!(quoted("say \"hi\"\nnow"), "\"say \\\"hi\\\"\\nnow\"");
         assert_eq!(quoted(""), "\"\"");
         assert_eq!(quoted("k=v"), "\"k=v\"");
+        assert_eq!(quoted("a\0b\u{1b}[2J\t"), "\"a\\u{0}b\\u{1b}[2J\\t\"");
     }
 }

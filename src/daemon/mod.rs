@@ -19,6 +19,7 @@ pub mod config;
 mod logging;
 mod publish;
 pub mod sources;
+mod tls;
 
 use crate::bundle::{self, Bundle};
 use crate::caption::captioner::{Model, ModelChoice};

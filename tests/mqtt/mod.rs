@@ -3,6 +3,7 @@
 //!
 //! Waits are bounded so that a broken daemon fails the test instead of hanging it; the bounds are generous and
 //! nothing asserts on durations.
+#![allow(dead_code)] // each test crate uses its own subset
 
 use std::collections::HashSet;
 use std::fs;
@@ -124,6 +125,21 @@ impl Broker {
         }
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing is read or acknowledged.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "STOP");
+        }
+    }
+
+    /// Kills the broker outright (SIGKILL): no goodbye to its clients, nothing saved but what it had saved.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "KILL");
+            child.wait().unwrap();
+        }
+    }
+
     pub fn restart(&mut self) {
         self.launch();
     }
@@ -139,11 +155,12 @@ impl Drop for Broker {
     }
 }
 
-/// Sends `TERM` or `KILL` to a child process (by a system call: a minimal system may have no `kill` program).
+/// Sends `TERM`, `KILL` or `STOP` to a child process (by a system call: a minimal system may have no `kill` program).
 pub fn signal(pid: u32, name: &str) {
     let number = match name {
         "TERM" => libc::SIGTERM,
         "KILL" => libc::SIGKILL,
+        "STOP" => libc::SIGSTOP,
         _ => panic!("no signal SIG{name} in the tests"),
     };
     let pid = libc::pid_t::try_from(pid).expect("a process id");
@@ -181,7 +198,21 @@ impl Subscriber {
     /// `persistent`: a session the broker keeps (clean session off), so QoS 1 messages published while this
     /// client is away are kept for it.
     pub fn connect(port: u16, id: &str, topics: &[&str], persistent: bool) -> Subscriber {
+        Subscriber::connect_as(port, id, topics, persistent, None)
+    }
+
+    /// `connect`, logged in with `(username, password)`.
+    pub fn connect_as(
+        port: u16,
+        id: &str,
+        topics: &[&str],
+        persistent: bool,
+        login: Option<(&str, &str)>,
+    ) -> Subscriber {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        if let Some((username, password)) = login {
+            options.set_credentials(username, password);
+        }
         options.set_clean_session(!persistent);
         options.set_keep_alive(Duration::from_secs(5));
         options.set_max_packet_size(1 << 20, 1 << 20);
@@ -237,6 +268,13 @@ impl Subscriber {
         }
     }
 
+    /// The next message, on any topic.
+    pub fn next_on_any(&self) -> Received {
+        self.messages
+            .recv_timeout(PATIENCE)
+            .expect("no message arrived")
+    }
+
     /// The next message on `topic` whose payload is `payload`.
     pub fn wait_for(&self, topic: &str, payload: &str) -> Received {
         loop {
@@ -253,8 +291,12 @@ impl Subscriber {
     }
 
     pub fn publish(&self, topic: &str, payload: &str) {
+        self.publish_bytes(topic, payload.as_bytes(), false);
+    }
+
+    pub fn publish_bytes(&self, topic: &str, payload: &[u8], retain: bool) {
         self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
             .unwrap();
     }
 }
@@ -315,6 +357,12 @@ impl Daemon {
             assert!(Instant::now() < deadline, "no log line with {needles:?}");
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// From now on `wait_for_log` looks only at lines logged after this call.
+    pub fn forget_log(&mut self) {
+        let logged = self.lines.lock().unwrap().len();
+        self.matched.extend(0..logged);
     }
 
     pub fn log(&self) -> Vec<String> {

@@ -18,8 +18,9 @@ mod resolve;
 mod settings;
 
 pub use settings::{
-    CameraSettings, Credentials, DeviceSelect, DeviceSettings, HomeAssistantSettings, HttpAuth,
-    HttpSettings, ModelSettings, MqttSettings, Secret, Settings, SourceSettings, TlsSettings,
+    CameraSettings, ClientAuth, Credentials, DeviceSelect, DeviceSettings, HomeAssistantSettings,
+    HttpAuth, HttpSettings, ModelSettings, MqttSettings, Secret, Settings, SourceSettings,
+    TlsSettings, TrustRoots,
 };
 
 impl Settings {
@@ -166,10 +167,10 @@ path = "pictures"
     #[test]
     fn bad_urls_are_refused_with_their_line() {
         for (url, problem) in [
-            ("ftp://cam/snap.jpg", "must start with http://"),
+            ("ftp://cam/snap.jpg", "must start with http:// or https://"),
             ("http://", "is not a URL"),
             ("not a url", "is not a URL"),
-            ("https://cam/snap.jpg", "uses https"),
+            ("https://user:pw@cam/snap.jpg", "holds credentials"),
         ] {
             let text = format!(
                 "[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"gate\"\n[camera.http]\nurl = \"{url}\"\n"
@@ -312,11 +313,12 @@ path = "pictures"
         let both =
             "ca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"";
         let config = with_tls(&dir, both).unwrap();
-        let (chain, key) = config.mqtt.tls.unwrap().client_auth.unwrap();
+        let auth = config.mqtt.tls.unwrap().client_auth.unwrap();
         assert_eq!(
-            (chain.as_slice(), key.expose()),
+            (auth.chain.as_slice(), auth.key.expose()),
             (PEM_CERTIFICATE.as_bytes(), PEM_KEY)
         );
+        assert_eq!(auth.cert_file, dir.join("client.pem"));
 
         for (tls, expected) in [
             (

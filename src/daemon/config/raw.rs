@@ -122,6 +122,7 @@ pub(super) struct RawHttpSource {
     pub username: Option<String>,
     pub password: Option<Spanned<SecretSource>>,
     pub bearer_token: Option<Spanned<SecretSource>>,
+    pub ca_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,8 +17,8 @@ use super::raw::{
     RawCamera, RawConfig, RawHomeAssistant, RawHttpSource, RawModel, RawMqtt, RawTls, SecretSource,
 };
 use super::settings::{
-    CameraSettings, Credentials, HomeAssistantSettings, HttpAuth, HttpSettings, ModelSettings,
-    MqttSettings, Secret, Settings, SourceSettings, TlsSettings,
+    CameraSettings, ClientAuth, Credentials, HomeAssistantSettings, HttpAuth, HttpSettings,
+    ModelSettings, MqttSettings, Secret, Settings, SourceSettings, TlsSettings, TrustRoots,
 };
 use crate::located::TomlFile;
 
@@ -138,22 +138,14 @@ impl Context<'_> {
     fn tls(&self, tls: &Spanned<RawTls>) -> Result<TlsSettings> {
         let file = self.file;
         let t = tls.get_ref();
-        let ca = self.read(&t.ca_file, "mqtt.tls.ca_file")?;
-        check_pem(
-            file,
-            &t.ca_file,
-            "mqtt.tls.ca_file",
-            "a CA certificate",
-            || certificates(&ca),
-        )?;
+        let (ca_file, ca) = self.read(&t.ca_file, "mqtt.tls.ca_file")?;
+        self.certificates(&t.ca_file, "mqtt.tls.ca_file", &ca, "a CA certificate")?;
         let client_auth = match (&t.client_cert, &t.client_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
-                let chain = self.read(cert, "mqtt.tls.client_cert")?;
-                check_pem(file, cert, "mqtt.tls.client_cert", "a certificate", || {
-                    certificates(&chain)
-                })?;
-                let key_bytes = self.read(key, "mqtt.tls.client_key")?;
+                let (cert_file, chain) = self.read(cert, "mqtt.tls.client_cert")?;
+                self.certificates(cert, "mqtt.tls.client_cert", &chain, "a certificate")?;
+                let (_, key_bytes) = self.read(key, "mqtt.tls.client_key")?;
                 check_pem(file, key, "mqtt.tls.client_key", "a private key", || {
                     PrivateKeyDer::from_pem_slice(&key_bytes)
                         .map(|_| 1)
@@ -162,22 +154,95 @@ impl Context<'_> {
                 let Ok(key_text) = String::from_utf8(key_bytes) else {
                     bail!(file.at(key, "mqtt.tls.client_key: not a PEM text file"));
                 };
-                Some((chain, Secret::new(key_text)))
+                Some(ClientAuth {
+                    cert_file,
+                    chain,
+                    key: Secret::new(key_text),
+                })
             }
             _ => bail!(file.at(
                 tls,
                 "mqtt.tls: client_cert and client_key go together: give both or neither"
             )),
         };
-        Ok(TlsSettings { ca, client_auth })
+        Ok(TlsSettings {
+            ca_file,
+            ca,
+            client_auth,
+        })
     }
 
-    fn read(&self, path: &Spanned<PathBuf>, key: &str) -> Result<Vec<u8>> {
+    /// The certificates of a PEM file, at least one.
+    fn certificates(
+        &self,
+        path: &Spanned<PathBuf>,
+        key: &str,
+        pem: &[u8],
+        holds: &str,
+    ) -> Result<Vec<CertificateDer<'static>>> {
+        let mut certificates = Vec::new();
+        check_pem(self.file, path, key, holds, || {
+            for certificate in CertificateDer::pem_slice_iter(pem) {
+                certificates.push(certificate.map_err(|e| e.to_string())?);
+            }
+            Ok(certificates.len())
+        })?;
+        Ok(certificates)
+    }
+
+    /// An https camera's roots: its own CA file, else the system's (read now, so that a system without any is
+    /// reported by `check-config`).
+    fn trust_roots(&self, http: &RawHttpSource, label: &str) -> Result<Option<TrustRoots>> {
+        let https = http.url.get_ref().starts_with("https://");
+        match (&http.ca_file, https) {
+            (Some(path), false) => bail!(self.file.at(
+                path,
+                &format!("{label}: http.ca_file is for https URLs, and http.url is plain http")
+            )),
+            (Some(path), true) => {
+                let key = format!("{label}: http.ca_file");
+                let (full, pem) = self.read(path, &key)?;
+                let certificates = self.certificates(path, &key, &pem, "a CA certificate")?;
+                Ok(Some(TrustRoots {
+                    origin: format!("http.ca_file {}", full.display()),
+                    certificates,
+                }))
+            }
+            (None, true) => {
+                let system = rustls_native_certs::load_native_certs();
+                if system.certs.is_empty() {
+                    let why = system
+                        .errors
+                        .first()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default();
+                    bail!(self.file.at(
+                        &http.url,
+                        &format!(
+                            "{label}: http.url is https and this system has no CA certificates{why}: \
+                             give http.ca_file, or install the system's CA certificates (Debian: ca-certificates)"
+                        )
+                    ));
+                }
+                Ok(Some(TrustRoots {
+                    origin: "the system's CA certificates".into(),
+                    certificates: system.certs,
+                }))
+            }
+            (None, false) => Ok(None),
+        }
+    }
+
+    /// A file the configuration names, with its path as the daemon sees it.
+    fn read(&self, path: &Spanned<PathBuf>, key: &str) -> Result<(PathBuf, Vec<u8>)> {
         let full = self.base.join(path.get_ref());
-        fs::read(&full).map_err(|e| {
-            self.file
-                .at(path, &format!("{key}: cannot read {}: {e}", full.display()))
-        })
+        match fs::read(&full) {
+            Ok(bytes) => Ok((full, bytes)),
+            Err(e) => bail!(
+                self.file
+                    .at(path, &format!("{key}: cannot read {}: {e}", full.display()))
+            ),
+        }
     }
 
     fn home_assistant(
@@ -316,6 +381,7 @@ impl Context<'_> {
             url: http.url.get_ref().clone(),
             timeout,
             auth,
+            roots: self.trust_roots(http, label)?,
         })
     }
 
@@ -345,15 +411,6 @@ impl Context<'_> {
 }
 
 /// The number of certificates in a PEM file, or why it holds none.
-fn certificates(pem: &[u8]) -> Result<usize, String> {
-    let mut count = 0;
-    for certificate in CertificateDer::pem_slice_iter(pem) {
-        certificate.map_err(|e| e.to_string())?;
-        count += 1;
-    }
-    Ok(count)
-}
-
 fn check_pem(
     file: &TomlFile,
     path: &Spanned<PathBuf>,
@@ -453,12 +510,9 @@ fn check_url(file: &TomlFile, url: &Spanned<String>, label: &str) -> Result<()> 
                 "holds credentials, which would show in logs: use http.username and http.password"
                     .to_string(),
             ),
-            (Some("http"), Some(host)) if !host.is_empty() => None,
-            (Some("https"), _) => {
-                Some("uses https, which this build does not support: use http".to_string())
-            }
-            (Some("http"), _) => Some("has no host".to_string()),
-            _ => Some("must start with http://".to_string()),
+            (Some("http" | "https"), Some(host)) if !host.is_empty() => None,
+            (Some("http" | "https"), _) => Some("has no host".to_string()),
+            _ => Some("must start with http:// or https://".to_string()),
         },
     };
     match problem {

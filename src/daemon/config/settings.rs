@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 use rumqttc::QoS;
+use rustls_pki_types::CertificateDer;
 
 #[derive(Debug)]
 pub struct Settings {
@@ -49,12 +50,28 @@ pub struct Credentials {
     pub password: Secret,
 }
 
-/// The files' contents, checked to be PEM holding what each should hold.
+/// The files' contents, checked to be PEM holding what each should hold, and their paths for messages.
 #[derive(Debug)]
 pub struct TlsSettings {
+    pub ca_file: PathBuf,
     pub ca: Vec<u8>,
-    /// The client certificate chain and its key.
-    pub client_auth: Option<(Vec<u8>, Secret)>,
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// A client certificate chain and its key.
+#[derive(Debug)]
+pub struct ClientAuth {
+    pub cert_file: PathBuf,
+    pub chain: Vec<u8>,
+    pub key: Secret,
+}
+
+/// What an HTTPS camera's certificate must chain to: the camera's own CA file, or the system's roots.
+#[derive(Debug, Clone)]
+pub struct TrustRoots {
+    /// For messages: `http.ca_file /path/ca.pem` or `the system's CA certificates`.
+    pub origin: String,
+    pub certificates: Vec<CertificateDer<'static>>,
 }
 
 #[derive(Debug)]
@@ -95,6 +112,8 @@ pub struct HttpSettings {
     pub url: String,
     pub timeout: Duration,
     pub auth: Option<HttpAuth>,
+    /// For https URLs.
+    pub roots: Option<TrustRoots>,
 }
 
 #[derive(Debug, Clone)]

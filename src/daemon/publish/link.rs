@@ -11,21 +11,33 @@ use rumqttc::{
     Outgoing, QoS, RecvTimeoutError, StateError, TlsConfiguration, Transport,
 };
 
+use super::backoff::Backoff;
 use super::discovery::{self, Discovery};
+use super::inbound::{self, Inbound};
 use super::inflight::Inflight;
 use super::outbox::{Message, Shared};
 use super::topics::Topics;
 use super::{CameraChannel, Command, OFFLINE, ONLINE, STOPPED};
 use crate::daemon::config::MqttSettings;
+use crate::daemon::tls;
 
 /// How often the connection thread looks at the outbox while connected.
 const OUTBOX_POLL: Duration = Duration::from_millis(50);
+
+/// MQTT's own limit on a packet. The client reads whatever the broker sends, however large, and the daemon
+/// drops what it has no use for (`inbound::PAYLOAD_LIMIT`): rumqttc cannot skip a packet over its limit, it
+/// drops the connection, and a retained one would then drop every connection after it.
+const MQTT_PACKET_LIMIT: usize = 268_435_455;
+
+/// rumqttc's default for what the daemon sends; a caption record is far smaller.
+const OUTGOING_PACKET_LIMIT: usize = 10 * 1024;
 
 /// The client's options: who we are, the last will, credentials and TLS, all read at start.
 fn options(mqtt: &MqttSettings, topics: &Topics) -> MqttOptions {
     let mut options = MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
     options.set_keep_alive(mqtt.keep_alive);
     options.set_clean_session(true);
+    options.set_max_packet_size(MQTT_PACKET_LIMIT, OUTGOING_PACKET_LIMIT);
     options.set_last_will(LastWill::new(
         topics.available(),
         OFFLINE,
@@ -42,7 +54,7 @@ fn options(mqtt: &MqttSettings, topics: &Topics) -> MqttOptions {
             client_auth: tls
                 .client_auth
                 .as_ref()
-                .map(|(chain, key)| (chain.clone(), key.expose().as_bytes().to_vec())),
+                .map(|auth| (auth.chain.clone(), auth.key.expose().as_bytes().to_vec())),
         }));
     }
     options
@@ -57,9 +69,11 @@ pub(super) struct Link {
     cameras: Vec<CameraChannel>,
     discovery: Option<Discovery>,
     broker: String,
+    host: String,
+    /// For TLS failures: what the broker's certificate is checked against, and the client's certificate.
+    tls_files: Option<(String, Option<String>)>,
     queue_limit: usize,
-    reconnect_min: Duration,
-    reconnect_max: Duration,
+    backoff: Backoff,
     inflight: Inflight,
     stopped_sent: bool,
     disconnect_sent: bool,
@@ -89,9 +103,17 @@ impl Link {
             cameras,
             discovery,
             broker: format!("{}:{}", mqtt.host, mqtt.port),
+            host: mqtt.host.clone(),
+            tls_files: mqtt.tls.as_ref().map(|tls| {
+                (
+                    format!("mqtt.tls.ca_file {}", tls.ca_file.display()),
+                    tls.client_auth
+                        .as_ref()
+                        .map(|auth| format!("mqtt.tls.client_cert {}", auth.cert_file.display())),
+                )
+            }),
             queue_limit: mqtt.queue_limit,
-            reconnect_min: mqtt.reconnect_min,
-            reconnect_max: mqtt.reconnect_max,
+            backoff: Backoff::new(mqtt.reconnect_min, mqtt.reconnect_max),
             inflight: Inflight::default(),
             stopped_sent: false,
             disconnect_sent: false,
@@ -99,7 +121,6 @@ impl Link {
     }
 
     pub fn run(mut self) {
-        let mut delay = self.reconnect_min;
         let mut failures = 0u32;
         loop {
             if self.shared.outbox().stopping {
@@ -113,19 +134,26 @@ impl Link {
             match self.connection.recv() {
                 Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
                     log::info!(broker = self.broker; "connected to the MQTT broker");
-                    delay = self.reconnect_min;
                     failures = 0;
+                    let since = Instant::now();
                     if let Step::Finished = self.connected() {
                         return;
+                    }
+                    let lasted = since.elapsed();
+                    if let Some(wait) = self.backoff.lost(lasted) {
+                        log::warn!(broker = self.broker, lasted_s = lasted.as_secs_f64(), retry_in_s = wait.as_secs_f64();
+                            "the connection ended soon after it was made: waiting before the next attempt \
+                             (is another client using the same mqtt.client_id?)");
+                        self.wait(wait);
                     }
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => {
                     failures += 1;
-                    log::warn!(broker = self.broker, attempt = failures, retry_in_s = delay.as_secs_f64();
-                        "{}", describe(&error));
-                    self.wait(delay);
-                    delay = (delay * 2).min(self.reconnect_max);
+                    let wait = self.backoff.failed();
+                    log::warn!(broker = self.broker, attempt = failures, retry_in_s = wait.as_secs_f64();
+                        "{}", self.describe(&error));
+                    self.wait(wait);
                 }
                 Err(_) => return,
             }
@@ -134,6 +162,13 @@ impl Link {
 
     /// Serves one connection until it is lost (`Continue`) or closed on request (`Finished`).
     fn connected(&mut self) -> Step {
+        self.shared.outbox().connected = true;
+        let step = self.serve();
+        self.shared.outbox().connected = false;
+        step
+    }
+
+    fn serve(&mut self) -> Step {
         self.announce();
         loop {
             self.pump();
@@ -149,7 +184,7 @@ impl Link {
                     if self.disconnect_sent {
                         return Step::Finished;
                     }
-                    log::warn!(broker = self.broker; "lost the MQTT connection: {}", describe(&error));
+                    log::warn!(broker = self.broker; "lost the MQTT connection: {}", self.describe(&error));
                     self.requeue_unconfirmed();
                     return Step::Continue;
                 }
@@ -197,6 +232,10 @@ impl Link {
     fn pump(&mut self) {
         let (captions, states, stopping) = {
             let mut outbox = self.shared.outbox();
+            let backlog = std::mem::take(&mut outbox.queued_offline);
+            if backlog > 0 {
+                log::info!(captions = backlog; "captions queued while the broker was unreachable: published");
+            }
             let states = if std::mem::take(&mut outbox.states_changed) {
                 outbox.states.clone()
             } else {
@@ -281,31 +320,21 @@ impl Link {
     }
 
     fn on_message(&mut self, topic: &str, payload: &[u8], retained: bool) {
-        let text = String::from_utf8_lossy(payload);
-        let text = text.trim();
-        if topic == self.topics.home_assistant_status() {
-            if text == ONLINE {
+        let (camera, command) = match inbound::interpret(&self.topics, topic, payload, retained) {
+            Inbound::HomeAssistantOnline => {
                 log::info!("Home Assistant is online: publishing discovery again");
                 self.announce_discovery();
-            }
-            return;
-        }
-        let Some(camera) = self.topics.camera_of_set(topic) else {
-            return;
-        };
-        // A retained command would replay on every connection.
-        if retained {
-            log::warn!(topic = topic; "ignoring a retained command; publish commands without retain");
-            return;
-        }
-        let command = match text {
-            "capture" | "CAPTURE" => Command::Capture,
-            "ON" | "on" => Command::Resume,
-            "OFF" | "off" => Command::Pause,
-            _ => {
-                log::warn!(topic = topic, payload = text; "unknown command: expected capture, ON or OFF");
                 return;
             }
+            Inbound::Command { camera, command } => (camera, command),
+            Inbound::Refused { reason, payload } => {
+                match payload {
+                    Some(payload) => log::warn!(topic = topic, payload = payload; "{reason}"),
+                    None => log::warn!(topic = topic; "{reason}"),
+                }
+                return;
+            }
+            Inbound::Ignored => return,
         };
         if !self.cameras.iter().any(|c| c.name == camera) {
             log::warn!(topic = topic; "command for an unknown camera");
@@ -339,6 +368,24 @@ impl Link {
         self.shared.outbox().requeue(unconfirmed, self.queue_limit);
     }
 
+    /// What went wrong, with TLS failures explained against the files they concern.
+    fn describe(&self, error: &ConnectionError) -> String {
+        if let Some((roots, client_cert)) = &self.tls_files
+            && let Some(cause) = tls::rustls_cause(error)
+        {
+            let peer = tls::Peer {
+                what: "the MQTT broker",
+                host: &self.host,
+                host_key: "mqtt.host",
+                roots,
+                client_cert: client_cert.as_deref(),
+                client_hint: "set mqtt.tls.client_cert and mqtt.tls.client_key",
+            };
+            return tls::explain(cause, &peer);
+        }
+        connection_failure(error)
+    }
+
     /// Sleeps before the next connection attempt, waking early to stop.
     fn wait(&self, delay: Duration) {
         let deadline = Instant::now() + delay;
@@ -359,7 +406,7 @@ impl Link {
 }
 
 /// One line that says what went wrong and what to check.
-fn describe(error: &ConnectionError) -> String {
+fn connection_failure(error: &ConnectionError) -> String {
     match error {
         ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
             "the broker refused the login: bad user name or password (check mqtt.username and mqtt.password)".into()

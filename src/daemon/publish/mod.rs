@@ -18,7 +18,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rumqttc::QoS;
 
+mod backoff;
 mod discovery;
+mod inbound;
 mod inflight;
 mod link;
 mod outbox;
@@ -43,6 +45,15 @@ pub enum Command {
     Capture,
     Pause,
     Resume,
+}
+
+/// What became of a caption handed to the publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handed to the live connection.
+    Published,
+    /// The broker is unreachable: the caption waits, with `waiting` others, for the next connection.
+    Queued { waiting: usize },
 }
 
 /// Per camera: how its captions are published.
@@ -119,11 +130,11 @@ impl Publisher {
         })
     }
 
-    /// Queues a caption for the broker.
-    pub fn publish_caption(&self, record: &CaptionRecord) {
+    /// Hands a caption to the connection thread; `None` for a camera the configuration does not have.
+    pub fn publish_caption(&self, record: &CaptionRecord) -> Option<Delivery> {
         let Some(camera) = self.cameras.iter().find(|c| c.name == record.camera) else {
             log::error!(camera = record.camera; "no such camera in the configuration: caption not published");
-            return;
+            return None;
         };
         let mut outbox = self.shared.outbox();
         let caption = outbox.next_caption;
@@ -143,7 +154,16 @@ impl Publisher {
             ),
         ];
         outbox.push_back(messages, self.queue_limit);
+        let delivery = if outbox.connected {
+            Delivery::Published
+        } else {
+            outbox.queued_offline += 1;
+            Delivery::Queued {
+                waiting: outbox.queue.len() - 1,
+            }
+        };
         self.shared.wake.notify_all();
+        Some(delivery)
     }
 
     /// Stops passing commands on: the camera threads end once their channel is closed.

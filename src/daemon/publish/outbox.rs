@@ -30,6 +30,10 @@ pub(super) struct Outbox {
     /// Each camera's command channel, until the daemon stops taking pictures.
     pub commands: BTreeMap<String, Sender<Command>>,
     pub next_caption: u64,
+    /// A connection is up: what is queued now goes out within moments.
+    pub connected: bool,
+    /// Captions queued while no connection was up, to report when they go out.
+    pub queued_offline: usize,
     pub dropped: u64,
     pub stopping: bool,
     /// The connection thread has ended.

@@ -7,6 +7,9 @@ use crate::caption::captioner::Timings;
 #[derive(Debug, Clone, Serialize)]
 pub struct CaptionRecord {
     pub camera: String,
+    /// This camera's captions counted from 1 since the daemon started: a gap is a lost caption, a repeat is a
+    /// duplicate (QoS 1 delivers at least once).
+    pub sequence: u64,
     pub caption: String,
     /// Mean log-probability per token: closer to 0 is more confident.
     pub score: f64,
@@ -38,6 +41,7 @@ mod tests {
     fn the_record_has_the_documented_fields() {
         let record = CaptionRecord {
             camera: "porch".into(),
+            sequence: 7,
             caption: "a red circle".into(),
             score: -0.5,
             model: "demo".into(),
@@ -58,7 +62,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "camera": "porch", "caption": "a red circle", "score": -0.5, "model": "demo",
+                "camera": "porch", "sequence": 7, "caption": "a red circle", "score": -0.5, "model": "demo",
                 "precision": "int8", "timestamp": "2026-12-02T10:00:00.000Z", "trigger": "interval",
                 "similarity": null, "source": "porch.jpg",
                 "latency_ms": {"capture": 1.0, "preprocess": 2.0, "encode": 3.0, "map": 4.0, "decode": 5.0,

@@ -21,6 +21,15 @@ impl Topics {
         }
     }
 
+    #[cfg(test)]
+    pub fn for_test(base: &str, discovery_prefix: &str, node_id: &str) -> Topics {
+        Topics {
+            base: base.into(),
+            discovery_prefix: discovery_prefix.into(),
+            node_id: node_id.into(),
+        }
+    }
+
     pub fn available(&self) -> String {
         format!("{}/available", self.base)
     }
@@ -69,11 +78,7 @@ mod tests {
 
     #[test]
     fn set_topics_name_their_camera() {
-        let t = Topics {
-            base: "home/capdec".into(),
-            discovery_prefix: "homeassistant".into(),
-            node_id: "attic".into(),
-        };
+        let t = Topics::for_test("home/capdec", "homeassistant", "attic");
         assert_eq!(t.camera_of_set("home/capdec/porch/set"), Some("porch"));
         assert_eq!(t.camera_of_set("home/capdec/porch/state"), None);
         assert_eq!(t.camera_of_set("home/capdec/a/b/set"), None);

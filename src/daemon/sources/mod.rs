@@ -6,14 +6,17 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use image::RgbImage;
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use crate::caption::preprocess;
 use crate::daemon::config::{HttpAuth, HttpSettings, SourceSettings};
+use crate::daemon::tls;
 
 /// Largest snapshot accepted over HTTP; a camera's JPEG is far smaller, a misconfigured URL may not be.
 const MAX_SNAPSHOT_BYTES: u64 = 32 << 20;
@@ -108,22 +111,41 @@ impl FrameSource for FileSource {
     }
 }
 
-/// A JPEG snapshot URL: an ESP32-CAM, an IP camera, Frigate's `latest.jpg`.
+/// A JPEG snapshot URL: an ESP32-CAM, an IP camera, Frigate's `latest.jpg`; over HTTPS, verified against the
+/// camera's CA file or the system's roots.
 pub struct HttpSource {
     url: String,
     timeout: Duration,
     authorization: Option<String>,
+    /// What the certificate of an https camera is checked against, for messages.
+    roots: Option<String>,
     agent: ureq::Agent,
 }
 
 impl HttpSource {
     pub fn new(config: &HttpSettings) -> HttpSource {
         let timeout = config.timeout;
-        let agent = ureq::Agent::config_builder()
+        let mut agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+            .http_status_as_error(false);
+        if let Some(roots) = &config.roots {
+            let certificates: Vec<Certificate<'static>> = roots
+                .certificates
+                .iter()
+                .map(|der| Certificate::from_der(der).to_owned())
+                .collect();
+            agent = agent.tls_config(
+                TlsConfig::builder()
+                    .provider(TlsProvider::Rustls)
+                    .root_certs(RootCerts::from(certificates))
+                    // rumqttc's, already in the binary; ureq's default would add ring.
+                    .unversioned_rustls_crypto_provider(Arc::new(
+                        rustls::crypto::aws_lc_rs::default_provider(),
+                    ))
+                    .build(),
+            );
+        }
+        let agent = agent.build().into();
         let authorization = config.auth.as_ref().map(|auth| match auth {
             HttpAuth::Basic { username, password } => {
                 let pair = format!("{username}:{}", password.expose());
@@ -136,6 +158,7 @@ impl HttpSource {
             url: config.url.clone(),
             timeout,
             authorization,
+            roots: config.roots.as_ref().map(|roots| roots.origin.clone()),
             agent,
         }
     }
@@ -166,6 +189,29 @@ impl HttpSource {
 
     fn describe(&self, error: ureq::Error) -> anyhow::Error {
         let url = &self.url;
+        let tls_cause = match &error {
+            ureq::Error::Rustls(cause) => Some(cause),
+            ureq::Error::Io(io) => tls::rustls_cause(io),
+            _ => None,
+        };
+        if let Some(roots) = &self.roots
+            && let Some(cause) = tls_cause
+        {
+            let host = url
+                .parse::<ureq::http::Uri>()
+                .ok()
+                .and_then(|uri| uri.host().map(str::to_string))
+                .unwrap_or_default();
+            let peer = tls::Peer {
+                what: "the camera",
+                host: &host,
+                host_key: "http.url",
+                roots,
+                client_cert: None,
+                client_hint: "camera sources do not send one",
+            };
+            return anyhow::anyhow!("{url}: {}", tls::explain(cause, &peer));
+        }
         match error {
             ureq::Error::Timeout(_) => anyhow::anyhow!(
                 "{url}: no complete answer within {} s",
