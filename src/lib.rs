@@ -13,6 +13,9 @@ pub mod daemon;
 pub mod eval;
 mod located;
 mod runtime;
+// Entry points for the fuzz targets in fuzz/ (cargo fuzz builds with `--cfg fuzzing`), into crate-private parsers.
+#[cfg(fuzzing)]
+pub mod fuzzing;
 
 // The captioner and the image files it reads, at the crate's top: what a library user starts from.
 pub use caption::{captioner, preprocess};

@@ -129,6 +129,65 @@ fn slow_camera_times_out() {
 }
 
 #[test]
+fn headers_sent_slowly_time_out() {
+    let (url, _requests) = serve_once(|stream| {
+        // A byte of the status line every 200 ms: each read makes progress, the whole never arrives in time.
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
+            .iter()
+            .cycle()
+            .take(200)
+        {
+            if stream.write_all(&[*byte]).is_err() {
+                return;
+            }
+            thread::sleep(std::time::Duration::from_millis(200));
+        }
+    });
+    let message = grab_error(&mut source(&url, "timeout_s = 1"));
+    assert!(
+        message.contains(&format!("{url}: no complete answer within 1 s")),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_body_that_never_ends_times_out() {
+    let (url, _requests) = serve_once(|stream| {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n\r\n");
+        let chunk = [0xffu8; 1024];
+        for _ in 0..100_000 {
+            if stream.write_all(&chunk).is_err() {
+                return;
+            }
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    let message = grab_error(&mut source(&url, "timeout_s = 1"));
+    assert!(
+        message.contains(&format!("{url}: no complete answer within 1 s")),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_body_over_the_limit_is_refused() {
+    let (url, _requests) = serve_once(|stream| {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n\r\n");
+        let chunk = vec![0xffu8; 1 << 20];
+        for _ in 0..40 {
+            if stream.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let message = grab_error(&mut source(&url, "timeout_s = 30"));
+    assert!(
+        message.contains(&format!("{url}: the snapshot is larger than 32 MiB")),
+        "{message}"
+    );
+}
+
+#[test]
 fn server_errors_are_reported_with_status() {
     let (url, _) = serve_once(respond_with(
         "500 Internal Server Error",

@@ -59,6 +59,17 @@ pub struct Bundle {
     pub manifest: Manifest,
 }
 
+/// A manifest's text, parsed and cross-checked; errors name `path`, and the line where there is one.
+pub(crate) fn parse_manifest(text: &str, path: &Path) -> Result<Manifest> {
+    let file = TomlFile { path, text };
+    let manifest: Manifest =
+        toml::from_str(text).map_err(|e| file.parse_error(&e, "invalid manifest: "))?;
+    manifest
+        .validate()
+        .with_context(|| format!("{}: invalid manifest", path.display()))?;
+    Ok(manifest)
+}
+
 impl Bundle {
     pub fn open(dir: &Path) -> Result<Bundle> {
         let manifest_path = dir.join(MANIFEST);
@@ -68,15 +79,7 @@ impl Bundle {
                 manifest_path.display()
             )
         })?;
-        let file = TomlFile {
-            path: &manifest_path,
-            text: &text,
-        };
-        let manifest: Manifest =
-            toml::from_str(&text).map_err(|e| file.parse_error(&e, "invalid manifest: "))?;
-        manifest
-            .validate()
-            .with_context(|| format!("{}: invalid manifest", manifest_path.display()))?;
+        let manifest = parse_manifest(&text, &manifest_path)?;
         let bundle = Bundle {
             dir: dir.to_path_buf(),
             manifest,

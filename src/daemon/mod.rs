@@ -17,7 +17,7 @@ mod cameras;
 mod captioning;
 pub mod config;
 mod logging;
-mod publish;
+pub(crate) mod publish;
 pub mod sources;
 mod tls;
 

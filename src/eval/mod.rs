@@ -78,9 +78,15 @@ pub struct Listed {
 /// Reads a references file: every listed image with its references, sorted by name. Every error names the file,
 /// and the image (key) or the line and column at fault.
 fn read_references(path: &Path) -> Result<Vec<Listed>> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    parse_references(&text, path)
+}
+
+/// A references file's text; errors name `path`.
+pub(crate) fn parse_references(text: &str, path: &Path) -> Result<Vec<Listed>> {
     let file = path.display();
-    let text = fs::read_to_string(path).with_context(|| format!("{file}: cannot read"))?;
-    let Entries(entries) = serde_json::from_str(&text).map_err(|e| match e.classify() {
+    let Entries(entries) = serde_json::from_str(text).map_err(|e| match e.classify() {
         // Valid JSON of the wrong shape, or a key given twice.
         Category::Data => anyhow::anyhow!("{file}: {e}"),
         _ => anyhow::anyhow!("{file}: not valid JSON: {e}"),

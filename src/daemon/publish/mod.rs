@@ -20,12 +20,12 @@ use rumqttc::QoS;
 
 mod backoff;
 mod discovery;
-mod inbound;
+pub(crate) mod inbound;
 mod inflight;
 mod link;
 mod outbox;
 mod record;
-mod topics;
+pub(crate) mod topics;
 
 pub use record::CaptionRecord;
 pub use topics::{Topics, state_text};

@@ -21,7 +21,7 @@ impl Topics {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn for_test(base: &str, discovery_prefix: &str, node_id: &str) -> Topics {
         Topics {
             base: base.into(),

@@ -66,11 +66,16 @@ impl FileSource {
         let entries = fs::read_dir(&self.path)
             .with_context(|| format!("{}: cannot list the folder", self.path.display()))?;
         let mut newest: Option<(SystemTime, OsString)> = None;
+        let mut present = HashSet::new();
         for entry in entries {
             let entry = entry
                 .with_context(|| format!("{}: cannot list the folder", self.path.display()))?;
             let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') || self.seen.contains(&name) {
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            present.insert(name.clone());
+            if self.seen.contains(&name) {
                 continue;
             }
             // An entry that vanished or is not a file is not a picture; it may become one later.
@@ -87,6 +92,8 @@ impl FileSource {
                 newest = Some((modified, name));
             }
         }
+        // Forget what was removed: a folder that is emptied as it is filled would otherwise grow this forever.
+        self.seen.retain(|name| present.contains(name));
         Ok(newest.map(|(_, name)| self.path.join(name)))
     }
 }
@@ -467,5 +474,28 @@ mod device {
             assert_eq!(names(&[FourCc::MJPG, FourCc::YUYV]), "MJPG, YUYV");
             assert_eq!(names(&[]), "no capture formats");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_camera_forgets_pictures_that_were_removed() {
+        let dir = std::env::temp_dir().join(format!("capdec-folder-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let picture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images/rocket.jpg");
+        let mut source = FileSource::new(&dir);
+        for name in ["a.jpg", "b.jpg", "c.jpg"] {
+            fs::copy(&picture, dir.join(name)).unwrap();
+            let frame = source.grab().unwrap().expect("the new picture");
+            assert!(frame.origin.ends_with(name), "{}", frame.origin);
+            fs::remove_file(dir.join(name)).unwrap();
+        }
+        assert!(source.grab().unwrap().is_none());
+        assert!(source.seen.is_empty(), "{:?}", source.seen);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
