@@ -338,7 +338,8 @@ def daemon(runner: Runner, binary: Path, bundle: str, precision: str, image: str
     while True:
         time.sleep(0.2)
         text = log_path.read_text(errors="replace")
-        if "caption published" in text or "captioning failed" in text:
+        # With no broker the caption is queued ("caption queued: the MQTT broker is unreachable").
+        if "caption queued" in text or "caption published" in text or "captioning failed" in text:
             peak = vm_hwm_kib(process.pid)
             breakdown.update(smaps_breakdown(process.pid))
             break
