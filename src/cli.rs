@@ -39,6 +39,9 @@ pub enum Command {
     Run(ConfigFile),
     /// Check a daemon configuration, the files it names and its model bundle, then exit
     CheckConfig(ConfigFile),
+    /// Take pictures from one camera of a daemon configuration as the daemon would (no model, no MQTT), print
+    /// how long each took, and save the last: to check a camera, and to time it
+    Snapshot(SnapshotArgs),
     /// Print a completion script for a shell (e.g. `capdec completions bash > /etc/bash_completion.d/capdec`)
     Completions {
         #[arg(value_name = "SHELL")]
@@ -117,6 +120,27 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub config: ConfigFile,
+    /// The camera, by name (default: the configuration's only camera)
+    #[arg(long, value_name = "NAME")]
+    pub camera: Option<String>,
+    /// Where the last picture goes: .jpg, .png, .webp or .bmp
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Pictures to take
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive)]
+    pub count: usize,
+    /// Seconds from one picture to the next (default: the camera's interval_s)
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    pub every: Option<f64>,
+    /// One JSON object a picture (ms, width, height, origin, or error), then a summary with the CPU time used
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `FILE` or `--config FILE`: `run` took the option, `check-config` the position; both take either.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
@@ -143,5 +167,12 @@ fn positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err("a positive whole number is expected".into()),
+    }
+}
+
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=86_400.0).contains(&s) => Ok(s),
+        _ => Err("a number of seconds from 0 to 86400 is expected".into()),
     }
 }

@@ -1,5 +1,5 @@
 //! What each command prints. The work is the library's: every command loads its model through `Model::load`,
-//! `eval` and `bench` run their own loops, `run` and `check-config` are the daemon's.
+//! `eval`, `bench` and `snapshot` run their own loops, `run` and `check-config` are the daemon's.
 
 use std::io::Write;
 
@@ -10,7 +10,7 @@ use capdec_edge::{bench, preprocess};
 use clap::CommandFactory;
 use serde_json::json;
 
-use crate::cli::{BenchArgs, CaptionArgs, Cli, EvalArgs, ModelArgs};
+use crate::cli::{BenchArgs, CaptionArgs, Cli, EvalArgs, ModelArgs, SnapshotArgs};
 
 fn choice(model: &ModelArgs, max_tokens: Option<usize>) -> ModelChoice {
     ModelChoice {
@@ -139,6 +139,85 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         print!("{}", report.to_text());
     }
     Ok(())
+}
+
+/// Takes `count` pictures from the camera, one line (or JSON object) each; `Ok(false)` when any failed.
+pub fn snapshot(args: &SnapshotArgs) -> Result<bool> {
+    let path = args.config.path();
+    let (camera, mut source) = capdec_edge::daemon::camera_source(path, args.camera.as_deref())?;
+    let every = args
+        .every
+        .map_or(camera.interval, std::time::Duration::from_secs_f64);
+    let started = std::time::Instant::now();
+    let mut last = None;
+    let mut failures = 0;
+    for index in 1..=args.count {
+        let due = started + every * (index as u32 - 1);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        let mut ms = 0.0;
+        let grabbed = timed(&mut ms, || source.grab());
+        let report = match &grabbed {
+            Ok(Some(frame)) => {
+                let (width, height) = frame.image.dimensions();
+                json!({"picture": index, "ms": ms, "width": width, "height": height, "origin": frame.origin})
+            }
+            Ok(None) => json!({"picture": index, "ms": ms, "none": "nothing new to look at"}),
+            Err(e) => {
+                failures += 1;
+                json!({"picture": index, "ms": ms, "error": one_line(e)})
+            }
+        };
+        if args.json {
+            println!("{report}");
+        } else {
+            match grabbed {
+                Ok(Some(ref frame)) => println!(
+                    "picture {index}: {}x{} from {} in {ms:.1} ms",
+                    frame.image.width(),
+                    frame.image.height(),
+                    frame.origin
+                ),
+                Ok(None) => println!("picture {index}: nothing new to look at ({ms:.1} ms)"),
+                Err(ref e) => println!("picture {index}: {} ({ms:.1} ms)", one_line(e)),
+            }
+        }
+        if let Ok(Some(frame)) = grabbed {
+            last = Some(frame);
+        }
+    }
+    if let (Some(output), Some(frame)) = (&args.output, &last) {
+        frame
+            .image
+            .save(output)
+            .with_context(|| format!("{}: cannot save the picture", output.display()))?;
+        if !args.json {
+            println!("saved {}", output.display());
+        }
+    }
+    if args.json {
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds();
+        println!(
+            "{}",
+            json!({"camera": camera.name, "pictures": args.count, "failed": failures, "wall_s": wall,
+                   "cpu_s": cpu, "cpu_s_per_minute": cpu / wall * 60.0})
+        );
+    }
+    Ok(failures == 0)
+}
+
+/// User and system time of this process and of the programs it waited for (a command camera's).
+fn cpu_seconds() -> f64 {
+    let seconds = |who| {
+        // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid one.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+            return 0.0;
+        }
+        let time = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        time(usage.ru_utime) + time(usage.ru_stime)
+    };
+    seconds(libc::RUSAGE_SELF) + seconds(libc::RUSAGE_CHILDREN)
 }
 
 pub fn completions(shell: clap_complete::Shell) {

@@ -9,6 +9,7 @@ use crate::caption::preprocess::{self, Preprocessor};
 use crate::daemon::config::Settings;
 use crate::daemon::publish::inbound;
 use crate::daemon::publish::topics::Topics;
+use crate::daemon::sources::multipart::{self, Part, Parts};
 
 /// An image file or camera frame of any format, through the encoder's preprocessing, as `capdec caption`,
 /// file, HTTP and MJPEG cameras take it.
@@ -64,4 +65,63 @@ pub fn mqtt_message(bytes: &[u8]) {
     };
     let _ = inbound::interpret(&topics, &topic, payload, choice & 4 != 0);
     let _ = inbound::shown(payload);
+}
+
+/// An MJPEG camera's answer: the first line is its Content-Type, the rest the stream, read in pieces as short as
+/// the first byte says (a network hands them over as it likes). The parts must be the same as from one read of
+/// it all, and within the limit.
+pub fn mjpeg_stream(bytes: &[u8]) {
+    let Some((&piece, rest)) = bytes.split_first() else {
+        return;
+    };
+    let (content_type, stream) = match memchr::memchr(b'\n', rest) {
+        Some(at) => (String::from_utf8_lossy(&rest[..at]), &rest[at + 1..]),
+        None => return,
+    };
+    let boundary = multipart::boundary(&content_type).unwrap_or_else(|| "frame".to_string());
+    let limit = 1000;
+    let parse = |piece: usize| {
+        let mut parts = Parts::new(
+            Pieces {
+                bytes: stream,
+                piece,
+            },
+            &boundary,
+            limit,
+        );
+        let mut found = Vec::new();
+        loop {
+            match parts.next_part() {
+                Ok(Some(part)) => found.push(part),
+                Ok(None) => return (found, false),
+                Err(_) => return (found, true),
+            }
+        }
+    };
+    let (pieces, failed) = parse(usize::from(piece).max(1));
+    for part in &pieces {
+        if let Part::Picture(picture) = part {
+            assert!(picture.len() <= limit, "a part over the limit was kept");
+        }
+    }
+    assert_eq!(
+        (pieces, failed),
+        parse(stream.len().max(1)),
+        "read in pieces, the stream parses differently"
+    );
+}
+
+/// A reader that hands its bytes over at most `piece` at a time.
+struct Pieces<'a> {
+    bytes: &'a [u8],
+    piece: usize,
+}
+
+impl std::io::Read for Pieces<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let count = self.piece.min(out.len()).min(self.bytes.len());
+        out[..count].copy_from_slice(&self.bytes[..count]);
+        self.bytes = &self.bytes[count..];
+        Ok(count)
+    }
 }

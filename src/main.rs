@@ -1,5 +1,5 @@
 //! `capdec`: caption image files with a CapDec model bundle, score captions against references, time the
-//! stages, or run the camera daemon. This file only dispatches and chooses the exit code.
+//! stages, run the camera daemon or try one of its cameras. This file only dispatches and chooses the exit code.
 
 use std::process::ExitCode;
 
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             println!("{summary}");
             true
         }),
+        Command::Snapshot(args) => commands::snapshot(args),
         Command::Completions { shell } => {
             commands::completions(*shell);
             Ok(true)

@@ -32,7 +32,7 @@ const NATIVE_BUILD_HELPERS: [&str; 6] = [
 ];
 
 /// Packages that build native code, each checked to need only the C compiler (and why).
-const REVIEWED: [(&str, &str); 5] = [
+const REVIEWED: [(&str, &str); 6] = [
     (
         "aws-lc-sys",
         "rustls's cryptography for TLS to the broker: compiles its bundled AWS-LC C sources with the C \
@@ -49,6 +49,12 @@ const REVIEWED: [(&str, &str); 5] = [
     (
         "rayon-core",
         "declares `links` only so that two versions are never linked; no native library",
+    ),
+    (
+        "openh264-sys2",
+        "the RTSP source's H.264 decoder: compiles its bundled OpenH264 C++ sources with the C++ compiler (g++, \
+         or the cross g++ for ARM, whose NEON assembly it also builds); on x86 it adds NASM assembly when `nasm` \
+         is installed and quietly goes without it otherwise",
     ),
     (
         "tract-linalg",

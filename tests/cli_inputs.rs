@@ -500,3 +500,78 @@ fn check_config_refuses_a_tls_ca_file_that_is_missing_or_not_pem() {
         ],
     );
 }
+
+#[test]
+fn snapshot_takes_a_camera_s_pictures_and_saves_the_last() {
+    let dir = common::scratch("cli-snapshot");
+    let picture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images/rocket.jpg");
+    let config = write(
+        &dir,
+        "capdec.toml",
+        format!(
+            "log_level = \"warn\"\n[mqtt]\nhost = \"127.0.0.1\"\n[[camera]]\nname = \"porch\"\n\
+             [camera.file]\npath = \"{}\"\n[[camera]]\nname = \"gate\"\n[camera.file]\npath = \"missing.jpg\"\n",
+            picture.display()
+        )
+        .as_bytes(),
+    );
+    let saved = dir.join("porch.png");
+    let run = capdec(&[
+        "snapshot",
+        s(&config),
+        "--camera",
+        "porch",
+        "--count",
+        "2",
+        "--every",
+        "0",
+        "-o",
+        s(&saved),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with("picture 1: 640x427 from "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("picture 2: 640x427 from "),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        image::open(&saved).unwrap().to_rgb8(),
+        image::open(&picture).unwrap().to_rgb8()
+    );
+
+    let run = capdec(&["snapshot", s(&config), "--camera", "gate", "--json"]);
+    assert_eq!(
+        run.code,
+        Some(1),
+        "a picture that cannot be taken fails the command"
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing.jpg: cannot open"),
+        "{first}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["failed"], 1);
+    assert!(summary["cpu_s"].as_f64().unwrap() >= 0.0);
+
+    assert_fails(
+        &capdec(&["snapshot", s(&config)]),
+        1,
+        &["several cameras (porch, gate): say which with --camera"],
+    );
+    assert_fails(
+        &capdec(&["snapshot", s(&config), "--camera", "door"]),
+        1,
+        &["no camera `door`; it has porch, gate"],
+    );
+}

@@ -182,7 +182,9 @@ fn a_body_over_the_limit_is_refused() {
     });
     let message = grab_error(&mut source(&url, "timeout_s = 30"));
     assert!(
-        message.contains(&format!("{url}: the snapshot is larger than 32 MiB")),
+        message.contains(&format!(
+            "{url}: the snapshot is larger than 32 MB (max_picture_mb)"
+        )),
         "{message}"
     );
 }

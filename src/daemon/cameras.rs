@@ -67,8 +67,20 @@ impl Board {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Leaves `job` in the camera's slot in place of the one waiting there. A newer picture replaces a waiting
+    /// manual capture as well, but stays a manual capture: someone asked for a caption, and gets one.
     fn put(&self, camera: usize, job: Option<Job>) {
-        self.slots().jobs[camera] = job;
+        let mut slots = self.slots();
+        let slot = &mut slots.jobs[camera];
+        let asked = slot
+            .as_ref()
+            .is_some_and(|waiting| waiting.trigger == Trigger::Manual);
+        *slot = job.map(|mut job| {
+            if asked {
+                job.trigger = Trigger::Manual;
+            }
+            job
+        });
         self.filled.notify_all();
     }
 
@@ -203,6 +215,14 @@ mod tests {
             "camera 0 went last time"
         );
         assert_eq!(board.take().map(|(camera, _)| camera), Some(0));
+        let asked = Job {
+            trigger: Trigger::Manual,
+            ..job()
+        };
+        board.put(1, Some(asked));
+        board.put(1, Some(job()));
+        let (_, taken) = board.take().unwrap();
+        assert_eq!(taken.trigger, Trigger::Manual, "a manual capture was lost");
         board.stop();
         assert!(board.take().is_none());
     }

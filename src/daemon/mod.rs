@@ -43,6 +43,39 @@ pub fn run(path: &Path) -> Result<()> {
     serve(&settings, model)
 }
 
+/// `capdec snapshot`: the source of the camera named (or of the only one), opened as `run` opens it, its
+/// settings, and the daemon's logging on standard error.
+pub fn camera_source(
+    path: &Path,
+    camera: Option<&str>,
+) -> Result<(config::CameraSettings, Box<dyn sources::FrameSource>)> {
+    let settings = Settings::load(path)?;
+    logging::init(settings.log_level)?;
+    let names = || {
+        let names: Vec<&str> = settings.cameras.iter().map(|c| c.name.as_str()).collect();
+        names.join(", ")
+    };
+    let index = match camera {
+        Some(name) => settings
+            .cameras
+            .iter()
+            .position(|c| c.name == name)
+            .with_context(|| {
+                format!("{}: no camera `{name}`; it has {}", path.display(), names())
+            })?,
+        None if settings.cameras.len() == 1 => 0,
+        None => anyhow::bail!(
+            "{}: several cameras ({}): say which with --camera",
+            path.display(),
+            names()
+        ),
+    };
+    let mut cameras = settings.cameras;
+    let camera = cameras.swap_remove(index);
+    let source = sources::open(&camera.name, &camera.source);
+    Ok((camera, source))
+}
+
 /// `capdec check-config`: everything `run` reads before it starts (the file, its secrets and TLS files, the
 /// bundle's manifest and files), and a summary of what it would do.
 pub fn check(path: &Path) -> Result<String> {
@@ -105,7 +138,7 @@ fn serve(settings: &Settings, model: Model) -> Result<()> {
         thread::Builder::new()
             .name(format!("camera-{name}"))
             .spawn(move || {
-                let source = sources::open(&source);
+                let source = sources::open(&name, &source);
                 cameras::capture_loop(&name, index, source, interval, &command_rx, &camera_board)
             })
             .with_context(|| format!("cannot start the thread of camera `{}`", camera.name))?;

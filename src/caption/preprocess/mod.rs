@@ -73,6 +73,17 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     )
 }
 
+/// The size limits every picture meets, whatever it came from.
+pub fn check_size(w: u32, h: u32, origin: &str) -> Result<()> {
+    ensure!(
+        w <= MAX_SIDE && h <= MAX_SIDE && u64::from(w) * u64::from(h) <= MAX_PIXELS,
+        "{origin}: image is {w}x{h} pixels, larger than the {MAX_SIDE} pixels a side and {} megapixels accepted",
+        MAX_PIXELS / 1_000_000
+    );
+    ensure!(w > 0 && h > 0, "{origin}: image has no pixels ({w}x{h})");
+    Ok(())
+}
+
 /// `load_rgb` for bytes from elsewhere (an HTTP snapshot, a camera's MJPEG frame): `origin` names them in
 /// errors, `hint` is the format a file name suggests.
 pub fn decode_rgb(bytes: &[u8], origin: &str, hint: Option<ImageFormat>) -> Result<RgbImage> {
@@ -95,12 +106,7 @@ pub fn decode_rgb(bytes: &[u8], origin: &str, hint: Option<ImageFormat>) -> Resu
     let describe = |e: ImageError| describe_image_error(origin, format, e);
     let mut decoder = reader.into_decoder().map_err(describe)?;
     let (w, h) = decoder.dimensions();
-    ensure!(
-        w <= MAX_SIDE && h <= MAX_SIDE && u64::from(w) * u64::from(h) <= MAX_PIXELS,
-        "{origin}: image is {w}x{h} pixels, larger than the {MAX_SIDE} pixels a side and {} megapixels accepted",
-        MAX_PIXELS / 1_000_000
-    );
-    ensure!(w > 0 && h > 0, "{origin}: image has no pixels ({w}x{h})");
+    check_size(w, h, origin)?;
     ensure!(
         decoder.total_bytes() <= MAX_DECODED_BYTES,
         "{origin}: decoding needs {} MiB, more than the {} MiB accepted",

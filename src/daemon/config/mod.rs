@@ -18,9 +18,9 @@ mod resolve;
 mod settings;
 
 pub use settings::{
-    CameraSettings, ClientAuth, Credentials, DeviceSelect, DeviceSettings, HomeAssistantSettings,
-    HttpAuth, HttpSettings, ModelSettings, MqttSettings, Secret, Settings, SourceSettings,
-    TlsSettings, TrustRoots,
+    CameraSettings, ClientAuth, CommandSettings, Credentials, DeviceSelect, DeviceSettings,
+    HomeAssistantSettings, HttpAuth, HttpSettings, ModelSettings, MqttSettings, RtspFrame,
+    RtspSettings, RtspTransport, Secret, Settings, SourceSettings, TlsSettings, TrustRoots,
 };
 
 impl Settings {
@@ -86,11 +86,21 @@ path = "pictures"
         // `check-config` on it with the variable set. Here the variable is left alone (tests share it).
         let text = text.replace("{ env = \"CAPDEC_MQTT_PASSWORD\" }", "\"example\"");
         let config = Settings::parse(&text, &path).unwrap();
-        assert_eq!(
-            config.cameras.len(),
-            3,
-            "the example shows every kind of source"
-        );
+        let kinds: Vec<String> = config
+            .cameras
+            .iter()
+            .map(|c| {
+                c.source
+                    .describe()
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(kinds, ["device", "rtsp", "mjpeg", "http", "file"]);
+        // The command camera needs its program, which a test machine lacks: shown commented out.
+        assert!(text.contains("\n# [camera.command]\n# argv = [\"rpicam-still\""));
     }
 
     #[test]
@@ -170,7 +180,10 @@ path = "pictures"
             ("ftp://cam/snap.jpg", "must start with http:// or https://"),
             ("http://", "is not a URL"),
             ("not a url", "is not a URL"),
-            ("https://user:pw@cam/snap.jpg", "holds credentials"),
+            (
+                "https://user:pw@cam/snap.jpg",
+                "`https://***@cam/snap.jpg` holds credentials",
+            ),
         ] {
             let text = format!(
                 "[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"gate\"\n[camera.http]\nurl = \"{url}\"\n"
@@ -182,6 +195,114 @@ path = "pictures"
             );
             assert!(message.contains(problem), "{url}: {message}");
         }
+    }
+
+    /// The error for one camera whose source table is `table` with `keys`; the key named must be on line 6.
+    fn source_error(table: &str, keys: &str) -> String {
+        error(&format!(
+            "[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"gate\"\n[camera.{table}]\n{keys}\n"
+        ))
+    }
+
+    #[test]
+    fn bad_rtsp_keys_are_refused_with_their_line() {
+        for (keys, problem) in [
+            (
+                "url = \"http://cam/stream\"",
+                "rtsp.url `http://cam/stream` must start with rtsp://",
+            ),
+            (
+                "url = \"rtsp://admin:pw@cam/stream\"",
+                "rtsp.url `rtsp://***@cam/stream` holds credentials, which would show in logs: use rtsp.username and rtsp.password",
+            ),
+            ("url = \"rtsp:///stream\"", "has no host"),
+            (
+                "transport = \"quic\"\nurl = \"rtsp://cam/s\"",
+                "rtsp.transport must be \"tcp\" or \"udp\", not \"quic\"",
+            ),
+            (
+                "frame = \"all\"\nurl = \"rtsp://cam/s\"",
+                "rtsp.frame must be \"latest\" or \"keyframe\", not \"all\"",
+            ),
+            (
+                "password = \"pw\"\nurl = \"rtsp://cam/s\"",
+                "rtsp.password is set but rtsp.username is not",
+            ),
+            (
+                "max_picture_mb = 0\nurl = \"rtsp://cam/s\"",
+                "rtsp.max_picture_mb must be from 0.001 to 1000 (MB), not 0",
+            ),
+        ] {
+            let message = source_error("rtsp", keys);
+            assert!(
+                message.contains("capdec.toml:6: in [camera.rtsp] key `"),
+                "{keys}: {message}"
+            );
+            assert!(message.contains(problem), "{keys}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_command_needs_a_program_that_is_there() {
+        for (argv, problem) in [
+            (
+                "[]",
+                "command.argv is empty: give the program and its arguments",
+            ),
+            (
+                "[\"rpicam-still-not-here\", \"-o\", \"-\"]",
+                "program `rpicam-still-not-here` is not on PATH",
+            ),
+            (
+                "[\"/no/such/program\"]",
+                "/no/such/program is not an executable file",
+            ),
+            (
+                "[\"NOT_EXECUTABLE\"]",
+                "NOT_EXECUTABLE is not an executable file",
+            ),
+        ] {
+            let plain = std::env::temp_dir().join(format!("capdec-plain-{}", std::process::id()));
+            fs::write(&plain, "#!/bin/sh\n").unwrap();
+            let plain = plain.display().to_string();
+            let (argv, problem) = (
+                argv.replace("NOT_EXECUTABLE", &plain),
+                problem.replace("NOT_EXECUTABLE", &plain),
+            );
+            let message = source_error("command", &format!("argv = {argv}"));
+            assert!(
+                message.contains("capdec.toml:6: in [camera.command] key `argv`"),
+                "{argv}: {message}"
+            );
+            assert!(message.contains(&problem), "{argv}: {message}");
+        }
+        assert_eq!(
+            resolve::install_hint("rpicam-still"),
+            " (Raspberry Pi OS: `sudo apt install rpicam-apps`)"
+        );
+        let config = parse("[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"c\"\n[camera.command]\nargv = [\"sh\", \"-c\", \"x\"]\n")
+            .unwrap();
+        match &config.cameras[0].source {
+            SourceSettings::Command(command) => {
+                assert!(command.argv[0].ends_with("/sh"), "{:?}", command.argv);
+                assert_eq!(command.argv[1..], ["-c", "x"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn several_sources_are_named() {
+        let message = error(
+            "[mqtt]\nhost = \"h\"\n[[camera]]\nname = \"gate\"\n[camera.rtsp]\nurl = \"rtsp://cam/s\"\n\
+             [camera.mjpeg]\nurl = \"http://cam/stream\"\n",
+        );
+        assert!(
+            message.contains(
+                "camera `gate` has several sources ([camera.mjpeg], [camera.rtsp]): keep one"
+            ),
+            "{message}"
+        );
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub(super) struct RawCamera {
     pub retain: Option<bool>,
     pub file: Option<RawFileSource>,
     pub http: Option<RawHttpSource>,
+    pub mjpeg: Option<RawHttpSource>,
+    pub rtsp: Option<RawRtspSource>,
+    pub command: Option<RawCommandSource>,
     pub device: Option<RawDeviceSource>,
 }
 
@@ -117,12 +120,40 @@ pub(super) struct RawFileSource {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHttpSource {
     pub url: Spanned<String>,
-    #[serde(default = "default_http_timeout_s")]
+    #[serde(default = "default_source_timeout_s")]
     pub timeout_s: Spanned<f64>,
     pub username: Option<String>,
     pub password: Option<Spanned<SecretSource>>,
     pub bearer_token: Option<Spanned<SecretSource>>,
     pub ca_file: Option<Spanned<PathBuf>>,
+    #[serde(default = "default_max_picture_mb")]
+    pub max_picture_mb: Spanned<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRtspSource {
+    pub url: Spanned<String>,
+    pub username: Option<String>,
+    pub password: Option<Spanned<SecretSource>>,
+    #[serde(default = "default_rtsp_transport")]
+    pub transport: Spanned<String>,
+    #[serde(default = "default_source_timeout_s")]
+    pub timeout_s: Spanned<f64>,
+    #[serde(default = "default_rtsp_frame")]
+    pub frame: Spanned<String>,
+    #[serde(default = "default_max_picture_mb")]
+    pub max_picture_mb: Spanned<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCommandSource {
+    pub argv: Spanned<Vec<String>>,
+    #[serde(default = "default_source_timeout_s")]
+    pub timeout_s: Spanned<f64>,
+    #[serde(default = "default_max_picture_mb")]
+    pub max_picture_mb: Spanned<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,8 +258,17 @@ fn default_skip_if_similarity_above() -> Spanned<f64> {
 fn default_max_captions_per_minute() -> Spanned<u32> {
     unspanned(6)
 }
-fn default_http_timeout_s() -> Spanned<f64> {
+fn default_source_timeout_s() -> Spanned<f64> {
     unspanned(10.0)
+}
+fn default_max_picture_mb() -> Spanned<f64> {
+    unspanned(32.0)
+}
+fn default_rtsp_transport() -> Spanned<String> {
+    unspanned("tcp".into())
+}
+fn default_rtsp_frame() -> Spanned<String> {
+    unspanned("latest".into())
 }
 fn yes() -> bool {
     true

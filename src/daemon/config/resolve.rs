@@ -14,11 +14,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
 
 use super::raw::{
-    RawCamera, RawConfig, RawHomeAssistant, RawHttpSource, RawModel, RawMqtt, RawTls, SecretSource,
+    RawCamera, RawCommandSource, RawConfig, RawHomeAssistant, RawHttpSource, RawModel, RawMqtt,
+    RawRtspSource, RawTls, SecretSource,
 };
 use super::settings::{
-    CameraSettings, ClientAuth, Credentials, HomeAssistantSettings, HttpAuth, HttpSettings,
-    ModelSettings, MqttSettings, Secret, Settings, SourceSettings, TlsSettings, TrustRoots,
+    CameraSettings, ClientAuth, CommandSettings, Credentials, HomeAssistantSettings, HttpAuth,
+    HttpSettings, ModelSettings, MqttSettings, RtspFrame, RtspSettings, RtspTransport, Secret,
+    Settings, SourceSettings, TlsSettings, TrustRoots,
 };
 use crate::located::TomlFile;
 
@@ -105,19 +107,7 @@ impl Context<'_> {
                 "mqtt.reconnect_max_s is less than mqtt.reconnect_min_s"
             ));
         }
-        let credentials = match (&mqtt.username, &mqtt.password) {
-            (None, Some(password)) => {
-                bail!(file.at(password, "mqtt.password is set but mqtt.username is not"))
-            }
-            (None, None) => None,
-            (Some(username), password) => Some(Credentials {
-                username: username.clone(),
-                password: match password {
-                    Some(p) => self.secret(p, "mqtt.password")?,
-                    None => Secret::new(String::new()),
-                },
-            }),
-        };
+        let credentials = self.credentials(&mqtt.username, &mqtt.password, "", "mqtt")?;
         let tls = mqtt.tls.as_ref().map(|tls| self.tls(tls)).transpose()?;
         Ok(MqttSettings {
             host: mqtt.host.get_ref().clone(),
@@ -192,19 +182,26 @@ impl Context<'_> {
 
     /// An https camera's roots: its own CA file, else the system's (read now, so that a system without any is
     /// reported by `check-config`).
-    fn trust_roots(&self, http: &RawHttpSource, label: &str) -> Result<Option<TrustRoots>> {
+    fn trust_roots(
+        &self,
+        http: &RawHttpSource,
+        label: &str,
+        table: &str,
+    ) -> Result<Option<TrustRoots>> {
         let https = http.url.get_ref().starts_with("https://");
         match (&http.ca_file, https) {
             (Some(path), false) => bail!(self.file.at(
                 path,
-                &format!("{label}: http.ca_file is for https URLs, and http.url is plain http")
+                &format!(
+                    "{label}: {table}.ca_file is for https URLs, and {table}.url is plain http"
+                )
             )),
             (Some(path), true) => {
-                let key = format!("{label}: http.ca_file");
+                let key = format!("{label}: {table}.ca_file");
                 let (full, pem) = self.read(path, &key)?;
                 let certificates = self.certificates(path, &key, &pem, "a CA certificate")?;
                 Ok(Some(TrustRoots {
-                    origin: format!("http.ca_file {}", full.display()),
+                    origin: format!("{table}.ca_file {}", full.display()),
                     certificates,
                 }))
             }
@@ -219,8 +216,8 @@ impl Context<'_> {
                     bail!(self.file.at(
                         &http.url,
                         &format!(
-                            "{label}: http.url is https and this system has no CA certificates{why}: \
-                             give http.ca_file, or install the system's CA certificates (Debian: ca-certificates)"
+                            "{label}: {table}.url is https and this system has no CA certificates{why}: \
+                             give {table}.ca_file, or install the system's CA certificates (Debian: ca-certificates)"
                         )
                     ));
                 }
@@ -303,13 +300,71 @@ impl Context<'_> {
         })
     }
 
+    /// A username and the password that goes with it, under `table` (`mqtt`, `rtsp`...); `label` (empty, or
+    /// `camera `porch`: `) opens the messages.
+    fn credentials(
+        &self,
+        username: &Option<String>,
+        password: &Option<Spanned<SecretSource>>,
+        label: &str,
+        table: &str,
+    ) -> Result<Option<Credentials>> {
+        Ok(match (username, password) {
+            (None, Some(password)) => bail!(self.file.at(
+                password,
+                &format!("{label}{table}.password is set but {table}.username is not")
+            )),
+            (None, None) => None,
+            (Some(username), password) => Some(Credentials {
+                username: username.clone(),
+                password: match password {
+                    Some(p) => self.secret(p, &format!("{label}{table}.password"))?,
+                    None => Secret::new(String::new()),
+                },
+            }),
+        })
+    }
+
     fn source(&self, camera: &Spanned<RawCamera>, label: &str) -> Result<SourceSettings> {
         let file = self.file;
         let c = camera.get_ref();
-        match (&c.file, &c.http, &c.device) {
-            (Some(source), None, None) => Ok(SourceSettings::File(self.base.join(&source.path))),
-            (None, Some(http), None) => Ok(SourceSettings::Http(self.http(http, label)?)),
-            (None, None, Some(device)) => {
+        let given: Vec<&str> = [
+            ("[camera.file]", c.file.is_some()),
+            ("[camera.http]", c.http.is_some()),
+            ("[camera.mjpeg]", c.mjpeg.is_some()),
+            ("[camera.rtsp]", c.rtsp.is_some()),
+            ("[camera.command]", c.command.is_some()),
+            ("[camera.device]", c.device.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(table, present)| present.then_some(table))
+        .collect();
+        if given.len() > 1 {
+            bail!(file.at(
+                camera,
+                &format!(
+                    "{label} has several sources ({}): keep one",
+                    given.join(", ")
+                )
+            ));
+        }
+        if let Some(source) = &c.file {
+            return Ok(SourceSettings::File(self.base.join(&source.path)));
+        }
+        if let Some(http) = &c.http {
+            return Ok(SourceSettings::Http(self.http(http, label, "http")?));
+        }
+        if let Some(mjpeg) = &c.mjpeg {
+            return Ok(SourceSettings::Mjpeg(self.http(mjpeg, label, "mjpeg")?));
+        }
+        if let Some(rtsp) = &c.rtsp {
+            return Ok(SourceSettings::Rtsp(self.rtsp(rtsp, label)?));
+        }
+        if let Some(command) = &c.command {
+            return Ok(SourceSettings::Command(self.command(command, label)?));
+        }
+        match &c.device {
+            Some(device) => {
                 if device.index.is_some() == device.name.is_some() {
                     bail!(file.at(
                         camera,
@@ -341,47 +396,150 @@ impl Context<'_> {
                     &format!("{label}: [camera.device] cameras are read through V4L2, which only Linux has")
                 ))
             }
-            (None, None, None) => bail!(file.at(
+            None => bail!(file.at(
                 camera,
-                &format!("{label} has no source: add one of [camera.file], [camera.http], [camera.device]")
-            )),
-            _ => bail!(file.at(
-                camera,
-                &format!("{label} has several sources: keep one of [camera.file], [camera.http], [camera.device]")
+                &format!(
+                    "{label} has no source: add one of [camera.file], [camera.http], [camera.mjpeg], \
+                     [camera.rtsp], [camera.command], [camera.device]"
+                )
             )),
         }
     }
 
-    fn http(&self, http: &RawHttpSource, label: &str) -> Result<HttpSettings> {
+    /// A `[camera.http]` or `[camera.mjpeg]` table; `table` is its name.
+    fn http(&self, http: &RawHttpSource, label: &str, table: &str) -> Result<HttpSettings> {
         let file = self.file;
-        check_url(file, &http.url, label)?;
-        let timeout = seconds(file, &http.timeout_s, &format!("{label}: http.timeout_s"))?;
+        check_url(file, &http.url, label, table)?;
+        let timeout = seconds(
+            file,
+            &http.timeout_s,
+            &format!("{label}: {table}.timeout_s"),
+        )?;
         let auth = match (&http.username, &http.password, &http.bearer_token) {
-            (None, Some(password), _) => bail!(file.at(
-                password,
-                &format!("{label}: http.password is set but http.username is not")
-            )),
+            (_, _, None) => self
+                .credentials(&http.username, &http.password, &format!("{label}: "), table)?
+                .map(|c| HttpAuth::Basic {
+                    username: c.username,
+                    password: c.password,
+                }),
             (Some(_), _, Some(token)) => bail!(file.at(
                 token,
-                &format!("{label}: http.bearer_token and http.username exclude each other")
+                &format!("{label}: {table}.bearer_token and {table}.username exclude each other")
             )),
-            (Some(username), password, None) => Some(HttpAuth::Basic {
-                username: username.clone(),
-                password: match password {
-                    Some(p) => self.secret(p, &format!("{label}: http.password"))?,
-                    None => Secret::new(String::new()),
-                },
-            }),
+            (None, Some(password), Some(_)) => bail!(file.at(
+                password,
+                &format!("{label}: {table}.password is set but {table}.username is not")
+            )),
             (None, None, Some(token)) => Some(HttpAuth::Bearer(
-                self.secret(token, &format!("{label}: http.bearer_token"))?,
+                self.secret(token, &format!("{label}: {table}.bearer_token"))?,
             )),
-            (None, None, None) => None,
         };
         Ok(HttpSettings {
             url: http.url.get_ref().clone(),
             timeout,
             auth,
-            roots: self.trust_roots(http, label)?,
+            roots: self.trust_roots(http, label, table)?,
+            max_picture_bytes: picture_limit(file, &http.max_picture_mb, label, table)?,
+        })
+    }
+
+    fn rtsp(&self, rtsp: &RawRtspSource, label: &str) -> Result<RtspSettings> {
+        let file = self.file;
+        let url = rtsp.url.get_ref();
+        let problem = match url::Url::parse(url) {
+            Err(e) => Some(format!("is not a URL ({e})")),
+            Ok(parsed) if parsed.scheme() != "rtsp" => Some("must start with rtsp://".to_string()),
+            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Some(
+                "holds credentials, which would show in logs: use rtsp.username and rtsp.password"
+                    .to_string(),
+            ),
+            Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
+                Some("has no host".to_string())
+            }
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            bail!(file.at(
+                &rtsp.url,
+                &format!("{label}: rtsp.url `{}` {problem}", without_credentials(url))
+            ));
+        }
+        let transport = match rtsp.transport.get_ref().as_str() {
+            "tcp" => RtspTransport::Tcp,
+            "udp" => RtspTransport::Udp,
+            other => bail!(file.at(
+                &rtsp.transport,
+                &format!("{label}: rtsp.transport must be \"tcp\" or \"udp\", not {other:?}")
+            )),
+        };
+        let frame = match rtsp.frame.get_ref().as_str() {
+            "latest" => RtspFrame::Latest,
+            "keyframe" => RtspFrame::Keyframe,
+            other => bail!(file.at(
+                &rtsp.frame,
+                &format!("{label}: rtsp.frame must be \"latest\" or \"keyframe\", not {other:?}")
+            )),
+        };
+        Ok(RtspSettings {
+            url: url.clone(),
+            credentials: self.credentials(
+                &rtsp.username,
+                &rtsp.password,
+                &format!("{label}: "),
+                "rtsp",
+            )?,
+            transport,
+            timeout: seconds(file, &rtsp.timeout_s, &format!("{label}: rtsp.timeout_s"))?,
+            frame,
+            max_picture_bytes: picture_limit(file, &rtsp.max_picture_mb, label, "rtsp")?,
+        })
+    }
+
+    /// A `[camera.command]`: its program must exist now, so that `check-config` finds a missing one.
+    fn command(&self, command: &RawCommandSource, label: &str) -> Result<CommandSettings> {
+        let file = self.file;
+        let argv = command.argv.get_ref();
+        let Some(program) = argv.first().filter(|p| !p.trim().is_empty()) else {
+            bail!(file.at(
+                &command.argv,
+                &format!("{label}: command.argv is empty: give the program and its arguments, \
+                          e.g. [\"rpicam-still\", \"-n\", \"-t\", \"1\", \"-e\", \"jpg\", \"-o\", \"-\"]")
+            ));
+        };
+        let found = if program.contains('/') {
+            let path = self.base.join(program);
+            if !is_executable(&path) {
+                bail!(file.at(
+                    &command.argv,
+                    &format!(
+                        "{label}: command.argv: {} is not an executable file",
+                        path.display()
+                    )
+                ));
+            }
+            path
+        } else {
+            let Some(path) = on_path(program) else {
+                bail!(file.at(
+                    &command.argv,
+                    &format!(
+                        "{label}: command.argv: program `{program}` is not on PATH{}",
+                        install_hint(program)
+                    )
+                ));
+            };
+            path
+        };
+        let mut argv = argv.clone();
+        argv[0] = found.display().to_string();
+        Ok(CommandSettings {
+            argv,
+            timeout: seconds(
+                file,
+                &command.timeout_s,
+                &format!("{label}: command.timeout_s"),
+            )?,
+            max_picture_bytes: picture_limit(file, &command.max_picture_mb, label, "command")?,
         })
     }
 
@@ -501,22 +659,81 @@ fn seconds(file: &TomlFile, value: &Spanned<f64>, key: &str) -> Result<Duration>
     Ok(Duration::from_secs_f64(seconds))
 }
 
-fn check_url(file: &TomlFile, url: &Spanned<String>, label: &str) -> Result<()> {
+/// A URL as a message may show it: what precedes an `@` in its authority is a secret.
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// `max_picture_mb` in bytes: from a kilobyte to a gigabyte.
+fn picture_limit(file: &TomlFile, value: &Spanned<f64>, label: &str, table: &str) -> Result<u64> {
+    let megabytes = *value.get_ref();
+    if !(0.001..=1000.0).contains(&megabytes) {
+        bail!(file.at(
+            value,
+            &format!(
+                "{label}: {table}.max_picture_mb must be from 0.001 to 1000 (MB), not {megabytes}"
+            )
+        ));
+    }
+    Ok((megabytes * 1e6) as u64)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// Where `PATH` finds `program`.
+fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+/// Where the programs people name here come from.
+pub(super) fn install_hint(program: &str) -> &'static str {
+    match program {
+        "rpicam-still" | "rpicam-jpeg" | "rpicam-vid" => {
+            " (Raspberry Pi OS: `sudo apt install rpicam-apps`)"
+        }
+        "libcamera-still" | "libcamera-jpeg" => {
+            " (older Raspberry Pi OS: `sudo apt install libcamera-apps`; on bookworm it is rpicam-still)"
+        }
+        "ffmpeg" => " (Debian, Raspberry Pi OS: `sudo apt install ffmpeg`)",
+        "gphoto2" => " (Debian, Raspberry Pi OS: `sudo apt install gphoto2`)",
+        _ => "",
+    }
+}
+
+fn check_url(file: &TomlFile, url: &Spanned<String>, label: &str, table: &str) -> Result<()> {
     let text = url.get_ref();
     let problem = match text.parse::<ureq::http::Uri>() {
         Err(e) => Some(format!("is not a URL ({e})")),
         Ok(uri) => match (uri.scheme_str(), uri.host()) {
-            _ if uri.authority().is_some_and(|a| a.as_str().contains('@')) => Some(
-                "holds credentials, which would show in logs: use http.username and http.password"
-                    .to_string(),
-            ),
+            _ if uri.authority().is_some_and(|a| a.as_str().contains('@')) => Some(format!(
+                "holds credentials, which would show in logs: use {table}.username and {table}.password"
+            )),
             (Some("http" | "https"), Some(host)) if !host.is_empty() => None,
             (Some("http" | "https"), _) => Some("has no host".to_string()),
             _ => Some("must start with http:// or https://".to_string()),
         },
     };
     match problem {
-        Some(problem) => bail!(file.at(url, &format!("{label}: http.url `{text}` {problem}"))),
+        Some(problem) => bail!(file.at(
+            url,
+            &format!(
+                "{label}: {table}.url `{}` {problem}",
+                without_credentials(text)
+            )
+        )),
         None => Ok(()),
     }
 }

@@ -44,7 +44,7 @@ pub struct MqttSettings {
     pub tls: Option<TlsSettings>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Credentials {
     pub username: String,
     pub password: Secret,
@@ -101,7 +101,12 @@ pub struct CameraSettings {
 pub enum SourceSettings {
     /// A folder (its newest new picture is captioned) or one picture (re-read every time).
     File(PathBuf),
+    /// A snapshot URL.
     Http(HttpSettings),
+    /// A `multipart/x-mixed-replace` stream URL.
+    Mjpeg(HttpSettings),
+    Rtsp(RtspSettings),
+    Command(CommandSettings),
     /// Only Linux has V4L2: elsewhere the file is refused.
     #[cfg(target_os = "linux")]
     Device(DeviceSettings),
@@ -114,6 +119,54 @@ pub struct HttpSettings {
     pub auth: Option<HttpAuth>,
     /// For https URLs.
     pub roots: Option<TrustRoots>,
+    /// A snapshot or stream frame larger than this is refused.
+    pub max_picture_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RtspSettings {
+    /// Without credentials: those are in `credentials`, so that the URL can be logged.
+    pub url: String,
+    pub credentials: Option<Credentials>,
+    pub transport: RtspTransport,
+    /// For each request's answer, for the first picture, and the longest quiet the stream may have.
+    pub timeout: Duration,
+    pub frame: RtspFrame,
+    /// A keyframe larger than this is skipped; the pictures kept after one stay within it.
+    pub max_picture_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtspTransport {
+    Tcp,
+    Udp,
+}
+
+impl RtspTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        }
+    }
+}
+
+/// Which picture a grab decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtspFrame {
+    /// The newest: the last keyframe and every picture after it are decoded.
+    Latest,
+    /// The last keyframe only: the least work, a picture up to a keyframe interval old.
+    Keyframe,
+}
+
+/// A program that prints a picture on its standard output.
+#[derive(Debug, Clone)]
+pub struct CommandSettings {
+    /// The program (found on PATH when the configuration was read) and its arguments.
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+    pub max_picture_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +217,19 @@ impl SourceSettings {
         match self {
             SourceSettings::File(path) => format!("file {}", path.display()),
             SourceSettings::Http(http) => format!("http {}", http.url),
+            SourceSettings::Mjpeg(http) => format!("mjpeg {}", http.url),
+            SourceSettings::Rtsp(rtsp) => format!(
+                "rtsp {} ({}, {} frame)",
+                rtsp.url,
+                rtsp.transport.as_str(),
+                match rtsp.frame {
+                    RtspFrame::Latest => "latest",
+                    RtspFrame::Keyframe => "keyframe",
+                }
+            ),
+            // Only the program: its arguments may hold a camera's password (an ffmpeg input URL).
+            // Only the program: its arguments may hold a camera's password (an ffmpeg input URL).
+            SourceSettings::Command(command) => format!("command {}", command.argv[0]),
             #[cfg(target_os = "linux")]
             SourceSettings::Device(device) => format!("device {}", device.select.describe()),
         }
