@@ -13,6 +13,7 @@ use std::path::Path;
 
 use mqtt::{Broker, Daemon, Subscriber, config, repo, scratch};
 
+#[cfg(feature = "rtsp")]
 #[test]
 fn an_rtsp_camera_is_captioned_and_found_again_after_its_server_went_away() {
     let dir = scratch("rtsp-camera");

@@ -179,7 +179,7 @@ pub(super) fn capture_loop(
             }
             Err(error) => {
                 failures += 1;
-                let retry = Duration::from_secs(1 << failures.min(6).saturating_sub(1))
+                let retry = Duration::from_secs(1 << failures.min(7).saturating_sub(1))
                     .min(MAX_SOURCE_BACKOFF);
                 log::warn!(camera = name, attempt = failures, retry_in_s = retry.as_secs_f64();
                     "cannot take a picture: {error:#}");

@@ -215,7 +215,10 @@ path = "pictures"
                 "url = \"rtsp://admin:pw@cam/stream\"",
                 "rtsp.url `rtsp://***@cam/stream` holds credentials, which would show in logs: use rtsp.username and rtsp.password",
             ),
-            ("url = \"rtsp:///stream\"", "has no host"),
+            (
+                "url = \"rtsp:///stream\"",
+                "rtsp.url `rtsp:///stream` is not a URL",
+            ),
             (
                 "transport = \"quic\"\nurl = \"rtsp://cam/s\"",
                 "rtsp.transport must be \"tcp\" or \"udp\", not \"quic\"",

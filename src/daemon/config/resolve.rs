@@ -358,7 +358,18 @@ impl Context<'_> {
             return Ok(SourceSettings::Mjpeg(self.http(mjpeg, label, "mjpeg")?));
         }
         if let Some(rtsp) = &c.rtsp {
-            return Ok(SourceSettings::Rtsp(self.rtsp(rtsp, label)?));
+            let rtsp = self.rtsp(rtsp, label)?;
+            #[cfg(feature = "rtsp")]
+            return Ok(SourceSettings::Rtsp(rtsp));
+            #[cfg(not(feature = "rtsp"))]
+            {
+                // Checked all the same, so that the file's other mistakes are found first.
+                let _ = rtsp;
+                bail!(file.at(
+                    camera,
+                    &format!("{label}: [camera.rtsp]: this capdec was built without RTSP (cargo's `rtsp` feature)")
+                ));
+            }
         }
         if let Some(command) = &c.command {
             return Ok(SourceSettings::Command(self.command(command, label)?));
@@ -409,7 +420,7 @@ impl Context<'_> {
     /// A `[camera.http]` or `[camera.mjpeg]` table; `table` is its name.
     fn http(&self, http: &RawHttpSource, label: &str, table: &str) -> Result<HttpSettings> {
         let file = self.file;
-        check_url(file, &http.url, label, table)?;
+        check_url(file, &http.url, label, table, &["http", "https"])?;
         let timeout = seconds(
             file,
             &http.timeout_s,
@@ -445,25 +456,7 @@ impl Context<'_> {
 
     fn rtsp(&self, rtsp: &RawRtspSource, label: &str) -> Result<RtspSettings> {
         let file = self.file;
-        let url = rtsp.url.get_ref();
-        let problem = match url::Url::parse(url) {
-            Err(e) => Some(format!("is not a URL ({e})")),
-            Ok(parsed) if parsed.scheme() != "rtsp" => Some("must start with rtsp://".to_string()),
-            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Some(
-                "holds credentials, which would show in logs: use rtsp.username and rtsp.password"
-                    .to_string(),
-            ),
-            Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
-                Some("has no host".to_string())
-            }
-            Ok(_) => None,
-        };
-        if let Some(problem) = problem {
-            bail!(file.at(
-                &rtsp.url,
-                &format!("{label}: rtsp.url `{}` {problem}", without_credentials(url))
-            ));
-        }
+        check_url(file, &rtsp.url, label, "rtsp", &["rtsp"])?;
         let transport = match rtsp.transport.get_ref().as_str() {
             "tcp" => RtspTransport::Tcp,
             "udp" => RtspTransport::Udp,
@@ -481,7 +474,7 @@ impl Context<'_> {
             )),
         };
         Ok(RtspSettings {
-            url: url.clone(),
+            url: rtsp.url.get_ref().clone(),
             credentials: self.credentials(
                 &rtsp.username,
                 &rtsp.password,
@@ -713,7 +706,14 @@ pub(super) fn install_hint(program: &str) -> &'static str {
     }
 }
 
-fn check_url(file: &TomlFile, url: &Spanned<String>, label: &str, table: &str) -> Result<()> {
+/// A URL with one of `schemes`, a host and no credentials (they would show in logs).
+fn check_url(
+    file: &TomlFile,
+    url: &Spanned<String>,
+    label: &str,
+    table: &str,
+    schemes: &[&str],
+) -> Result<()> {
     let text = url.get_ref();
     let problem = match text.parse::<ureq::http::Uri>() {
         Err(e) => Some(format!("is not a URL ({e})")),
@@ -721,9 +721,13 @@ fn check_url(file: &TomlFile, url: &Spanned<String>, label: &str, table: &str) -
             _ if uri.authority().is_some_and(|a| a.as_str().contains('@')) => Some(format!(
                 "holds credentials, which would show in logs: use {table}.username and {table}.password"
             )),
-            (Some("http" | "https"), Some(host)) if !host.is_empty() => None,
-            (Some("http" | "https"), _) => Some("has no host".to_string()),
-            _ => Some("must start with http:// or https://".to_string()),
+            (Some(scheme), host) if schemes.contains(&scheme) => host
+                .is_none_or(str::is_empty)
+                .then(|| "has no host".to_string()),
+            _ => {
+                let starts: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+                Some(format!("must start with {}", starts.join(" or ")))
+            }
         },
     };
     match problem {

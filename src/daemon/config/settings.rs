@@ -105,6 +105,8 @@ pub enum SourceSettings {
     Http(HttpSettings),
     /// A `multipart/x-mixed-replace` stream URL.
     Mjpeg(HttpSettings),
+    /// Only with the `rtsp` feature: without it the file is refused.
+    #[cfg(feature = "rtsp")]
     Rtsp(RtspSettings),
     Command(CommandSettings),
     /// Only Linux has V4L2: elsewhere the file is refused.
@@ -123,6 +125,7 @@ pub struct HttpSettings {
     pub max_picture_bytes: u64,
 }
 
+#[cfg_attr(not(feature = "rtsp"), allow(dead_code))]
 #[derive(Debug, Clone)]
 pub struct RtspSettings {
     /// Without credentials: those are in `credentials`, so that the URL can be logged.
@@ -136,12 +139,14 @@ pub struct RtspSettings {
     pub max_picture_bytes: u64,
 }
 
+#[cfg_attr(not(feature = "rtsp"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RtspTransport {
     Tcp,
     Udp,
 }
 
+#[cfg_attr(not(feature = "rtsp"), allow(dead_code))]
 impl RtspTransport {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -152,6 +157,7 @@ impl RtspTransport {
 }
 
 /// Which picture a grab decodes.
+#[cfg_attr(not(feature = "rtsp"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RtspFrame {
     /// The newest: the last keyframe and every picture after it are decoded.
@@ -218,6 +224,7 @@ impl SourceSettings {
             SourceSettings::File(path) => format!("file {}", path.display()),
             SourceSettings::Http(http) => format!("http {}", http.url),
             SourceSettings::Mjpeg(http) => format!("mjpeg {}", http.url),
+            #[cfg(feature = "rtsp")]
             SourceSettings::Rtsp(rtsp) => format!(
                 "rtsp {} ({}, {} frame)",
                 rtsp.url,

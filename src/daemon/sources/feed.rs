@@ -212,7 +212,7 @@ mod tests {
         // The picture that came before the failure is taken first, then the failure reported.
         let last = feed.newest(patient, true).unwrap();
         assert_eq!(last, 3);
-        match feed.newest(patient, false) {
+        match feed.newest(patient, true) {
             Err(Ended::Failed(e)) => assert_eq!(e.to_string(), "the camera hung up"),
             other => panic!("{other:?}"),
         }

@@ -17,6 +17,7 @@ mod folder;
 mod http;
 mod mjpeg;
 pub(crate) mod multipart;
+#[cfg(feature = "rtsp")]
 mod rtsp;
 #[cfg(target_os = "linux")]
 mod v4l2;
@@ -25,6 +26,7 @@ pub use command::CommandSource;
 pub use folder::FileSource;
 pub use http::HttpSource;
 pub use mjpeg::MjpegSource;
+#[cfg(feature = "rtsp")]
 pub use rtsp::RtspSource;
 
 pub struct Frame {
@@ -47,6 +49,7 @@ pub fn open(camera: &str, source: &SourceSettings) -> Box<dyn FrameSource> {
         SourceSettings::File(path) => Box::new(FileSource::new(path)),
         SourceSettings::Http(http) => Box::new(HttpSource::new(http)),
         SourceSettings::Mjpeg(http) => Box::new(MjpegSource::new(camera, http)),
+        #[cfg(feature = "rtsp")]
         SourceSettings::Rtsp(rtsp) => Box::new(RtspSource::new(camera, rtsp)),
         SourceSettings::Command(command) => Box::new(CommandSource::new(camera, command)),
         #[cfg(target_os = "linux")]
