@@ -167,7 +167,8 @@ fn a_program_that_prints_nothing_fails_or_prints_too_much_is_an_error_that_says_
     let garbage = script(&dir, "garbage", "echo 'not a picture'");
     let error = grab_error(&mut source(&[garbage.to_str().unwrap()], ""));
     assert!(
-        error.contains("what it printed is not a picture"),
+        error
+            .ends_with("garbage`: not a recognised image format (expected JPEG, PNG, WebP or BMP)"),
         "{error}"
     );
 }

@@ -96,8 +96,8 @@ impl FrameSource for CommandSource {
     fn grab(&mut self) -> Result<Option<Frame>> {
         let taken_at = SystemTime::now();
         let printed = self.run()?;
-        let image = preprocess::decode_rgb(&printed, &self.program, None)
-            .context("what it printed is not a picture")?;
+        // Its messages start with the program's name and say what is wrong with what it printed.
+        let image = preprocess::decode_rgb(&printed, &self.program, None)?;
         Ok(Some(Frame {
             image,
             origin: format!("command {}", self.config.argv[0]),
