@@ -236,7 +236,10 @@ impl SourceSettings {
             ),
             // Only the program: its arguments may hold a camera's password (an ffmpeg input URL).
             // Only the program: its arguments may hold a camera's password (an ffmpeg input URL).
-            SourceSettings::Command(command) => format!("command {}", command.argv[0]),
+            SourceSettings::Command(command) => format!(
+                "command {}",
+                command.argv.first().map_or("", String::as_str)
+            ),
             #[cfg(target_os = "linux")]
             SourceSettings::Device(device) => format!("device {}", device.select.describe()),
         }

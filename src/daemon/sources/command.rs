@@ -26,13 +26,17 @@ pub struct CommandSource {
     config: CommandSettings,
     /// `` `rpicam-still` ``, for messages.
     program: String,
+    /// `command rpicam-still`, for the caption's record.
+    origin: String,
 }
 
 impl CommandSource {
     pub fn new(camera: &str, config: &CommandSettings) -> CommandSource {
+        let path = config.argv.first().map_or("", String::as_str);
         CommandSource {
             camera: camera.to_string(),
-            program: format!("`{}`", config.argv[0]),
+            program: format!("`{path}`"),
+            origin: format!("command {path}"),
             config: config.clone(),
         }
     }
@@ -41,8 +45,11 @@ impl CommandSource {
         let program = &self.program;
         let timeout = self.config.timeout;
         let deadline = Instant::now() + timeout;
-        let mut child = Command::new(&self.config.argv[0])
-            .args(&self.config.argv[1..])
+        let Some((path, arguments)) = self.config.argv.split_first() else {
+            bail!("command.argv is empty: no program to run");
+        };
+        let mut child = Command::new(path)
+            .args(arguments)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -100,7 +107,7 @@ impl FrameSource for CommandSource {
         let image = preprocess::decode_rgb(&printed, &self.program, None)?;
         Ok(Some(Frame {
             image,
-            origin: format!("command {}", self.config.argv[0]),
+            origin: self.origin.clone(),
             taken_at,
         }))
     }

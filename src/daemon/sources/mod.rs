@@ -44,7 +44,7 @@ pub trait FrameSource {
 }
 
 /// The source a camera's configuration describes; `camera` names it in what its reader threads log.
-pub fn open(camera: &str, source: &SourceSettings) -> Box<dyn FrameSource> {
+pub(crate) fn open(camera: &str, source: &SourceSettings) -> Box<dyn FrameSource> {
     match source {
         SourceSettings::File(path) => Box::new(FileSource::new(path)),
         SourceSettings::Http(http) => Box::new(HttpSource::new(http)),

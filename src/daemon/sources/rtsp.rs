@@ -240,6 +240,7 @@ async fn play(
     };
     log::info!(camera, transport = config.transport.as_str(); "{url}: playing {name}");
     let mut quiet = Duration::ZERO;
+    let mut skipped_keyframes = 0u64;
     while !sink.stopped() {
         let item = match tokio::time::timeout(LOOK_UP, stream.next()).await {
             Err(_) => {
@@ -256,40 +257,44 @@ async fn play(
             Ok(Some(Err(e))) => bail!("{url}: the session failed: {}", first_line(&e)),
             Ok(Some(Ok(item))) => item,
         };
-        quiet = Duration::ZERO;
+        // Only video counts as a sign of life: a camera may go on sending audio and reports without it.
         if let CodecItem::VideoFrame(frame) = item
             && frame.stream_id() == index
         {
+            quiet = Duration::ZERO;
             let keyframe = codec == Codec::Jpeg || frame.is_random_access_point();
-            keep(sink, config, camera, codec, keyframe, frame.into_data());
+            let data = frame.into_data();
+            if keyframe && data.len() as u64 > config.max_picture_bytes {
+                skipped_keyframes += 1;
+                // Each keyframe of a misconfigured camera is too large: one line a session.
+                if skipped_keyframes == 1 {
+                    log::warn!(camera; "{url}: skipped a keyframe of {}, over the limit of {} (max_picture_mb)",
+                        megabytes(data.len() as u64), megabytes(config.max_picture_bytes));
+                }
+                close(sink);
+            } else {
+                keep(sink, config, codec, keyframe, data);
+            }
         }
     }
     Ok(())
 }
 
-/// Adds a picture to what the sink holds: a keyframe starts anew, a picture after it is appended (in
-/// `latest` mode, while the group stays within the size limit).
-fn keep(
-    sink: &Sink<Pictures>,
-    config: &RtspSettings,
-    camera: &str,
-    codec: Codec,
-    keyframe: bool,
-    data: Vec<u8>,
-) {
+/// Appends nothing more to the group the sink holds until the next keyframe.
+fn close(sink: &Sink<Pictures>) {
+    sink.update(|newest| {
+        if let Some(pictures) = newest {
+            pictures.closed = true;
+        }
+        false
+    });
+}
+
+/// Adds a picture (within the size limit) to what the sink holds: a keyframe starts anew, a picture after it
+/// is appended (in `latest` mode, while the group stays within the size limit).
+fn keep(sink: &Sink<Pictures>, config: &RtspSettings, codec: Codec, keyframe: bool, data: Vec<u8>) {
     let limit = config.max_picture_bytes;
     let size = data.len();
-    if keyframe && size as u64 > limit {
-        log::warn!(camera; "{}: skipped a keyframe of {}, over the limit of {} (max_picture_mb)",
-            config.url, megabytes(size as u64), megabytes(limit));
-        sink.update(|newest| {
-            if let Some(pictures) = newest {
-                pictures.closed = true;
-            }
-            false
-        });
-        return;
-    }
     sink.update(|newest| match newest {
         _ if keyframe => {
             *newest = Some(Pictures {
