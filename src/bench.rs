@@ -12,6 +12,7 @@ use tract_onnx::tract_core::tract_linalg::multithread::{Executor, set_default_ex
 
 use crate::caption::captioner::{Captioner, Model, ModelChoice, timed};
 use crate::caption::search::{SearchConfig, Step};
+use crate::memory;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -62,7 +63,7 @@ pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<Ben
     let mut load_ms = 0.0;
     let model = timed(&mut load_ms, || Model::load(&choice))?;
     let captioner = &model.captioner;
-    let peak_rss_after_load_mb = peak_rss_mb();
+    let peak_rss_after_load_mb = memory::peak_resident_mb();
 
     let greedy = fixed_length(captioner, 1, options.tokens);
     let beam = fixed_length(captioner, options.beam_size, options.tokens);
@@ -122,7 +123,7 @@ pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<Ben
         options: options.clone(),
         per_threads,
         peak_rss_after_load_mb,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: memory::peak_resident_mb(),
     })
 }
 
@@ -179,14 +180,6 @@ impl Stage {
             p90_ms: at(0.9),
         }
     }
-}
-
-/// Peak resident set size of this process in MB, where the OS reports it.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 impl BenchReport {

@@ -12,6 +12,7 @@ pub mod caption;
 pub mod daemon;
 pub mod eval;
 mod located;
+mod memory;
 mod runtime;
 // Entry points for the fuzz targets in fuzz/ (cargo fuzz builds with `--cfg fuzzing`), into crate-private parsers.
 #[cfg(fuzzing)]

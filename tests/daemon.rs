@@ -497,3 +497,66 @@ fn check_config_accepts_the_example_and_names_the_line_of_a_mistake() {
         "{stderr}"
     );
 }
+
+#[test]
+fn info_is_retained_and_stats_count_what_each_camera_did() {
+    let dir = scratch("stats");
+    let folder = dir.join("inbox");
+    fs::create_dir(&folder).unwrap();
+    drop_picture(&folder, "chelsea.png", "first.png");
+    let broker = Broker::start(&dir, "");
+    let missing = dir.join("missing.png");
+    let cameras = [("porch", folder.as_path()), ("gone", missing.as_path())];
+    fs::write(
+        dir.join("capdec.toml"),
+        config(broker.port, &cameras, "stats_interval_s = 0.3", ""),
+    )
+    .unwrap();
+    let _daemon = Daemon::start(&dir.join("capdec.toml"));
+    let sub = Subscriber::connect(broker.port, "test-stats", &["test/capdec/#"], false);
+
+    sub.next_on("test/capdec/info");
+    let late = Subscriber::connect(broker.port, "test-stats-info", &["test/capdec/info"], false);
+    let info = late.next_on("test/capdec/info");
+    assert!(
+        info.retain,
+        "info is retained, as zigbee2mqtt's bridge/info"
+    );
+    let info = info.json();
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(info["model"]["name"], "fixture-tiny");
+    assert_eq!(info["model"]["precision"], "fp32");
+    assert_eq!(info["cameras"], serde_json::json!(["porch", "gone"]));
+    assert!(info["api"].is_null(), "no [api] table: {info}");
+    humantime::parse_rfc3339(info["started_at"].as_str().unwrap()).unwrap();
+
+    sub.next_on("test/capdec/porch/caption");
+    // The folder has no new picture: the camera takes none until one comes; the missing file fails each time.
+    let stats = loop {
+        let stats = sub.next_on("test/capdec/stats");
+        assert!(!stats.retain);
+        let stats = stats.json();
+        if stats["cameras"]["gone"]["capture_failures"]
+            .as_u64()
+            .unwrap()
+            >= 2
+        {
+            break stats;
+        }
+    };
+    let porch = &stats["cameras"]["porch"];
+    assert_eq!(porch["captions"], 1, "{stats}");
+    assert_eq!(porch["latency_ms"]["count"], 1, "{stats}");
+    assert!(
+        porch["latency_ms"]["last_ms"].as_f64().unwrap() > 0.0,
+        "{stats}"
+    );
+    assert_eq!(stats["cameras"]["gone"]["captions"], 0, "{stats}");
+    assert_eq!(stats["api"]["answered"], 0);
+    assert_eq!(
+        stats["queues"],
+        serde_json::json!({"api_waiting": 0, "mqtt_waiting": 0})
+    );
+    assert!(stats["memory"]["rss_mb"].as_f64().unwrap() > 1.0, "{stats}");
+    assert!(stats["uptime_s"].is_u64());
+}

@@ -1,14 +1,18 @@
-//! The captioning thread: takes whichever camera's picture is waiting, encodes it, compares the embedding with
-//! the last published one, and only for a changed scene (or a manual capture) pays for the decoder and publishes.
+//! The captioning thread: takes whichever camera's picture or API request is waiting. A camera's picture is
+//! encoded and its embedding compared with the last published one, and only a changed scene (or a manual
+//! capture) pays for the decoder and is published; a request's pictures are captioned and answered.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::cameras::{Board, Job, Trigger};
+use super::board::{Board, Job, Request, Work};
+use super::cameras::Trigger;
+use super::picture;
+use super::stats::{Skipped, Stats};
 use crate::caption::captioner::Model;
-use crate::daemon::config::CameraSettings;
+use crate::daemon::config::{CameraSettings, PictureSettings};
 use crate::daemon::publish::{CaptionRecord, Delivery, Publisher};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -16,6 +20,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// Per camera, what the captioning thread needs.
 pub(super) struct CameraPlan {
     name: String,
+    /// How the captioned picture is published, where it is.
+    picture: Option<PictureSettings>,
     skip_if_similarity_above: f64,
     rate: RateLimit,
     last_published: Option<Vec<f32>>,
@@ -23,9 +29,10 @@ pub(super) struct CameraPlan {
 }
 
 impl CameraPlan {
-    pub fn new(camera: &CameraSettings) -> CameraPlan {
+    pub fn new(camera: &CameraSettings, picture: Option<PictureSettings>) -> CameraPlan {
         CameraPlan {
             name: camera.name.clone(),
+            picture,
             skip_if_similarity_above: camera.skip_if_similarity_above,
             rate: RateLimit::new(camera.max_captions_per_minute),
             last_published: None,
@@ -80,40 +87,80 @@ pub(super) fn caption_loop(
     mut plans: Vec<CameraPlan>,
     board: &Board,
     publisher: &Publisher,
+    stats: &Stats,
 ) {
-    while let Some((index, job)) = board.take() {
-        let plan = &mut plans[index];
-        match caption(model, plan, job) {
-            Ok(Some(record)) => {
-                let delivery = publisher.publish_caption(&record);
-                let outcome = match delivery {
-                    Some(Delivery::Published) => "caption published".to_string(),
-                    Some(Delivery::Queued { waiting: 0 }) => {
-                        "caption queued: the MQTT broker is unreachable".to_string()
-                    }
-                    Some(Delivery::Queued { waiting }) => format!(
-                        "caption queued behind {waiting} others: the MQTT broker is unreachable"
-                    ),
-                    None => continue,
-                };
-                log::info!(camera = record.camera, sequence = record.sequence, trigger = record.trigger, source = record.source,
-                    caption = record.caption, score = format!("{:.3}", record.score),
-                    similarity = record.similarity.map(|s| format!("{s:.4}")).unwrap_or_else(|| "none".into()),
-                    total_ms = format!("{:.0}", record.latency_ms.total());
-                    "{outcome}");
+    while let Some(work) = board.take() {
+        let (index, job) = match work {
+            Work::Camera(index, job) => (index, job),
+            Work::Request(request) => {
+                answer(model, request);
+                continue;
             }
-            Ok(None) => {}
-            Err(error) => log::error!(camera = plan.name; "captioning failed: {error:#}"),
-        }
+        };
+        let plan = &mut plans[index];
+        let Captioned { record, picture } = match caption(model, plan, job) {
+            Ok(Ok(captioned)) => captioned,
+            Ok(Err(why)) => {
+                stats.skipped(index, why);
+                continue;
+            }
+            Err(error) => {
+                stats.caption_failed(index);
+                log::error!(camera = plan.name; "captioning failed: {error:#}");
+                continue;
+            }
+        };
+        stats.captioned(index, record.latency_ms.total());
+        let outcome = match publisher.publish_caption(&record, picture) {
+            Some(Delivery::Published) => "caption published".to_string(),
+            Some(Delivery::Queued { waiting: 0 }) => {
+                "caption queued: the MQTT broker is unreachable".to_string()
+            }
+            Some(Delivery::Queued { waiting }) => {
+                format!("caption queued behind {waiting} others: the MQTT broker is unreachable")
+            }
+            None => continue,
+        };
+        log::info!(camera = record.camera, sequence = record.sequence, trigger = record.trigger, source = record.source,
+            caption = record.caption, score = format!("{:.3}", record.score),
+            similarity = record.similarity.map(|s| format!("{s:.4}")).unwrap_or_else(|| "none".into()),
+            total_ms = format!("{:.0}", record.latency_ms.total());
+            "{outcome}");
     }
 }
 
-/// `None` when the picture is skipped: rate limit reached, or the scene has not changed.
-fn caption(model: &Model, plan: &mut CameraPlan, job: Job) -> Result<Option<CaptionRecord>> {
+/// Captions a request's pictures, unless its client has stopped waiting.
+fn answer(model: &Model, request: Request) {
+    if request.reply.is_closed() {
+        log::debug!("API request dropped: its client stopped waiting");
+        return;
+    }
+    let captions: Result<Vec<_>> = request
+        .images
+        .iter()
+        .map(|image| model.captioner.caption(image, &model.search))
+        .collect();
+    if let Err(error) = &captions {
+        log::error!("captioning an API request failed: {error:#}");
+    }
+    // A client that stopped waiting in the meantime has been answered already (a timeout).
+    let _ = request.reply.send(captions);
+}
+
+/// A camera's caption, to publish.
+struct Captioned {
+    record: CaptionRecord,
+    /// The picture it describes, downscaled, where pictures are published.
+    picture: Option<Vec<u8>>,
+}
+
+/// The caption and the picture to publish with it, or why the picture is skipped: rate limit reached, or the
+/// scene has not changed.
+fn caption(model: &Model, plan: &mut CameraPlan, job: Job) -> Result<Result<Captioned, Skipped>> {
     let now = Instant::now();
     if !plan.rate.allows(now) {
         log::info!(camera = plan.name, max_per_minute = plan.rate.max; "rate limit reached: picture skipped");
-        return Ok(None);
+        return Ok(Err(Skipped::RateLimit));
     }
     let captioner = &model.captioner;
     let mut encoded = captioner.encode(&job.frame.image)?;
@@ -129,14 +176,22 @@ fn caption(model: &Model, plan: &mut CameraPlan, job: Job) -> Result<Option<Capt
     {
         log::debug!(camera = plan.name, similarity = format!("{value:.4}"),
             threshold = plan.skip_if_similarity_above; "scene unchanged: decoder skipped");
-        return Ok(None);
+        return Ok(Err(Skipped::Unchanged));
     }
 
     let caption = captioner.finish(&encoded, &model.search)?;
     plan.rate.record(now);
     plan.last_published = Some(encoded.embedding);
     plan.published += 1;
-    Ok(Some(CaptionRecord {
+    let thumbnail = plan.picture.and_then(|settings| {
+        let thumbnail = picture::thumbnail(&job.frame.image, settings);
+        if thumbnail.is_none() {
+            log::warn!(camera = plan.name, max_bytes = settings.max_bytes;
+                "the captioned picture does not fit home_assistant.picture_max_kb even at its smallest: not published");
+        }
+        thumbnail
+    });
+    let record = CaptionRecord {
         camera: plan.name.clone(),
         sequence: plan.published,
         caption: caption.text,
@@ -148,6 +203,10 @@ fn caption(model: &Model, plan: &mut CameraPlan, job: Job) -> Result<Option<Capt
         similarity: similar,
         source: job.frame.origin,
         latency_ms: caption.timings,
+    };
+    Ok(Ok(Captioned {
+        record,
+        picture: thumbnail,
     }))
 }
 

@@ -2,8 +2,9 @@
 //! or on command and leaves the latest in its slot; one captioning thread (`captioning`) takes whichever slot is
 //! filled, so a slow caption never holds up a camera or MQTT (`publish`), and a picture waiting for the captioner
 //! is replaced by a newer one rather than queued. The CLIP embedding is compared with the last published one
-//! before the decoder runs, so an unchanged scene costs an encoder pass, not a caption. `config` is read once, in
-//! full, before anything starts.
+//! before the decoder runs, so an unchanged scene costs an encoder pass, not a caption. The HTTP API (`api`)
+//! hands the pictures sent to it to the same captioner through the same board (`board`), where they take their
+//! turn with the cameras. `config` is read once, in full, before anything starts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,20 +14,26 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+mod api;
+mod board;
 mod cameras;
 mod captioning;
 pub mod config;
 mod logging;
+mod picture;
 pub(crate) mod publish;
 pub mod sources;
+mod stats;
 mod tls;
 
 use crate::bundle::{self, Bundle};
 use crate::caption::captioner::{Model, ModelChoice};
-use cameras::Board;
+use api::ApiServer;
+use board::Board;
 use captioning::CameraPlan;
 use config::Settings;
 use publish::Publisher;
+use stats::Stats;
 
 /// How long the MQTT connection gets, at exit, to deliver what is queued and say `stopped`.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -95,6 +102,14 @@ pub fn check(path: &Path) -> Result<String> {
         mqtt.port,
         mqtt.base_topic
     );
+    if let Some(api) = &settings.api {
+        let token = if api.bearer_token.is_some() {
+            ", bearer token required"
+        } else {
+            ""
+        };
+        summary.push_str(&format!("; HTTP API on http://{}{token}", api.listen));
+    }
     for camera in &settings.cameras {
         summary.push_str(&format!(
             "\n  camera {}: {}, every {} s",
@@ -128,31 +143,67 @@ fn serve(settings: &Settings, model: Model) -> Result<()> {
     .context("cannot install the Ctrl-C/SIGTERM handler")?;
 
     let board = Arc::new(Board::new(settings.cameras.len()));
+    let names: Vec<String> = settings.cameras.iter().map(|c| c.name.clone()).collect();
+    let stats = Arc::new(Stats::new(&names, Arc::clone(&board)));
     let mut commands = Vec::new();
     let mut plans = Vec::new();
     for (index, camera) in settings.cameras.iter().enumerate() {
         let (command, command_rx) = mpsc::channel();
-        let (name, interval, camera_board) =
-            (camera.name.clone(), camera.interval, Arc::clone(&board));
+        let (name, interval) = (camera.name.clone(), camera.interval);
+        let (camera_board, camera_stats) = (Arc::clone(&board), Arc::clone(&stats));
         let source = camera.source.clone();
         thread::Builder::new()
             .name(format!("camera-{name}"))
             .spawn(move || {
                 let source = sources::open(&name, &source);
-                cameras::capture_loop(&name, index, source, interval, &command_rx, &camera_board)
+                let place = cameras::Place {
+                    index,
+                    board: &camera_board,
+                    stats: &camera_stats,
+                };
+                cameras::capture_loop(&name, source, interval, &command_rx, &place)
             })
             .with_context(|| format!("cannot start the thread of camera `{}`", camera.name))?;
         commands.push(command);
-        plans.push(CameraPlan::new(camera));
+        plans.push(CameraPlan::new(camera, settings.home_assistant.picture));
         log::info!(camera = camera.name, interval_s = interval.as_secs_f64(); "camera started");
     }
 
-    let publisher = Arc::new(Publisher::start(settings, model.name(), commands)?);
+    let api = match &settings.api {
+        Some(api) => {
+            let server = ApiServer::start(api, Arc::clone(&board), &model, Arc::clone(&stats))?;
+            log::info!(address = server.address.to_string(); "API listening");
+            Some(server)
+        }
+        None => None,
+    };
+    let info = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "model": {
+            "name": model.name(),
+            "precision": model.captioner.precision(),
+            "beam_size": model.search.beam_size,
+            "max_tokens": model.search.max_tokens,
+        },
+        "cameras": names,
+        "api": api.as_ref().map(|api| format!("http://{}", api.address)),
+        "started_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    });
+    let reporter = Arc::clone(&stats);
+    let publisher = Arc::new(Publisher::start(
+        settings,
+        model.name(),
+        info,
+        commands,
+        Box::new(move |mqtt_waiting| reporter.snapshot(mqtt_waiting)),
+    )?);
     let worker_board = Arc::clone(&board);
     let worker_publisher = Arc::clone(&publisher);
     let worker = thread::Builder::new()
         .name("captioner".into())
-        .spawn(move || captioning::caption_loop(&model, plans, &worker_board, &worker_publisher))
+        .spawn(move || {
+            captioning::caption_loop(&model, plans, &worker_board, &worker_publisher, &stats)
+        })
         .context("cannot start the captioning thread")?;
 
     // Ctrl-C or SIGTERM; a closed channel cannot happen while the handler holds its sender.
@@ -161,6 +212,9 @@ fn serve(settings: &Settings, model: Model) -> Result<()> {
     // Closing the command channels ends the camera threads at their next wake-up; one in the middle of a slow
     // fetch is not waited for.
     publisher.close_commands();
+    if let Some(api) = api {
+        api.stop();
+    }
     board.stop();
     if worker.join().is_err() {
         log::error!("the captioning thread panicked");

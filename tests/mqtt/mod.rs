@@ -178,6 +178,8 @@ pub fn signal(pid: u32, name: &str) {
 pub struct Received {
     pub topic: String,
     pub payload: String,
+    /// The payload as sent, for those that are not text (a picture).
+    pub bytes: Vec<u8>,
     pub retain: bool,
 }
 
@@ -236,6 +238,7 @@ impl Subscriber {
                         let received = Received {
                             topic: p.topic.clone(),
                             payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            bytes: p.payload.to_vec(),
                             retain: p.retain,
                         };
                         if tx.send(received).is_err() {

@@ -18,9 +18,10 @@ mod resolve;
 mod settings;
 
 pub use settings::{
-    CameraSettings, ClientAuth, CommandSettings, Credentials, DeviceSelect, DeviceSettings,
-    HomeAssistantSettings, HttpAuth, HttpSettings, ModelSettings, MqttSettings, RtspFrame,
-    RtspSettings, RtspTransport, Secret, Settings, SourceSettings, TlsSettings, TrustRoots,
+    ApiSettings, CameraSettings, ClientAuth, CommandSettings, Credentials, DeviceSelect,
+    DeviceSettings, HomeAssistantSettings, HttpAuth, HttpSettings, ModelSettings, MqttSettings,
+    PictureSettings, RtspFrame, RtspSettings, RtspTransport, Secret, Settings, SourceSettings,
+    TlsSettings, TrustRoots,
 };
 
 impl Settings {
@@ -135,9 +136,94 @@ path = "pictures"
     fn missing_camera_is_refused() {
         let message = error("[mqtt]\nhost = \"localhost\"\n");
         assert!(
-            message.contains("no camera: add at least one [[camera]]"),
+            message.contains("no camera and no [api]: add at least one [[camera]]"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn the_api_takes_defaults_on_loopback_and_may_stand_alone() {
+        let config = parse("[mqtt]\nhost = \"localhost\"\n[api]\n").unwrap();
+        assert!(config.cameras.is_empty());
+        let api = config.api.expect("an [api] table turns the API on");
+        assert_eq!(api.listen.to_string(), "127.0.0.1:11434");
+        assert_eq!(api.queue_limit, 4);
+        assert_eq!(api.max_body_bytes, 20_000_000);
+        assert_eq!(api.timeout, std::time::Duration::from_secs(30));
+        assert!(api.bearer_token.is_none());
+        assert!(
+            parse(MINIMAL).unwrap().api.is_none(),
+            "off without the table"
+        );
+        let everywhere = "[api]\naddress = \"::\"\nport = 8080\nbearer_token = \"t\"\n";
+        let api = parse(&format!("{MINIMAL}{everywhere}"))
+            .unwrap()
+            .api
+            .unwrap();
+        assert_eq!(api.listen.to_string(), "[::]:8080");
+        assert_eq!(api.bearer_token.unwrap().expose(), "t");
+    }
+
+    #[test]
+    fn bad_api_keys_are_refused_with_their_line() {
+        for (keys, expected) in [
+            (
+                "address = \"pi.local\"",
+                "api.address `pi.local` is not an IP address",
+            ),
+            ("queue_limit = 0", "api.queue_limit must be at least 1"),
+            (
+                "max_body_mb = 0",
+                "api.max_body_mb must be from 0.001 to 1000",
+            ),
+            ("timeout_s = 0", "api.timeout_s must be a number of seconds"),
+            ("bearer_token = \"  \"", "api.bearer_token is empty"),
+            (
+                "bearer_token = { env = \"CAPDEC_NO_SUCH_TOKEN\" }",
+                "environment variable `CAPDEC_NO_SUCH_TOKEN`",
+            ),
+            ("port = 70000", "port"),
+            ("listen = \"0.0.0.0\"", "unknown field `listen`"),
+        ] {
+            let message = error(&format!("{MINIMAL}[api]\n{keys}\n"));
+            assert!(
+                message.contains("capdec.toml:10: in [api]") && message.contains(expected),
+                "{keys}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn home_assistant_pictures_and_expiry() {
+        let ha = parse(MINIMAL).unwrap().home_assistant;
+        let picture = ha.picture.expect("pictures are on by default");
+        assert_eq!((picture.size, picture.max_bytes), (640, 100_000));
+        assert!(ha.expire_after.is_none());
+        let text = format!("{MINIMAL}[home_assistant]\npicture = false\nexpire_after_s = 90\n");
+        let ha = parse(&text).unwrap().home_assistant;
+        assert!(ha.picture.is_none());
+        assert_eq!(ha.expire_after, Some(std::time::Duration::from_secs(90)));
+        for (keys, expected) in [
+            (
+                "picture_size = 16",
+                "home_assistant.picture_size must be from 32 to 4096",
+            ),
+            (
+                "picture_max_kb = 1",
+                "home_assistant.picture_max_kb must be from 4 to 8192",
+            ),
+            (
+                "expire_after_s = 0",
+                "home_assistant.expire_after_s must be at least 1",
+            ),
+        ] {
+            let message = error(&format!("{MINIMAL}[home_assistant]\n{keys}\n"));
+            assert!(
+                message.contains("capdec.toml:10: in [home_assistant]")
+                    && message.contains(expected),
+                "{keys}: {message}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub mqtt: RawMqtt,
     #[serde(default)]
     pub home_assistant: RawHomeAssistant,
+    pub api: Option<RawApi>,
     #[serde(default)]
     pub camera: Vec<Spanned<RawCamera>>,
 }
@@ -54,6 +55,8 @@ pub(super) struct RawMqtt {
     pub reconnect_min_s: Spanned<f64>,
     #[serde(default = "default_reconnect_max_s")]
     pub reconnect_max_s: Spanned<f64>,
+    #[serde(default = "default_stats_interval_s")]
+    pub stats_interval_s: Spanned<f64>,
     pub username: Option<String>,
     pub password: Option<Spanned<SecretSource>>,
     pub tls: Option<Spanned<RawTls>>,
@@ -77,6 +80,13 @@ pub(super) struct RawHomeAssistant {
     pub node_id: Option<Spanned<String>>,
     #[serde(default = "default_device_name")]
     pub device_name: String,
+    #[serde(default = "yes")]
+    pub picture: bool,
+    #[serde(default = "default_picture_size")]
+    pub picture_size: Spanned<u32>,
+    #[serde(default = "default_picture_max_kb")]
+    pub picture_max_kb: Spanned<u32>,
+    pub expire_after_s: Option<Spanned<u32>>,
 }
 
 impl Default for RawHomeAssistant {
@@ -86,8 +96,29 @@ impl Default for RawHomeAssistant {
             discovery_prefix: default_discovery_prefix(),
             node_id: None,
             device_name: default_device_name(),
+            picture: true,
+            picture_size: default_picture_size(),
+            picture_max_kb: default_picture_max_kb(),
+            expire_after_s: None,
         }
     }
+}
+
+/// The HTTP API: on when the table is there.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    #[serde(default = "default_api_address")]
+    pub address: Spanned<String>,
+    #[serde(default = "default_api_port")]
+    pub port: u16,
+    pub bearer_token: Option<Spanned<SecretSource>>,
+    #[serde(default = "default_api_queue_limit")]
+    pub queue_limit: Spanned<usize>,
+    #[serde(default = "default_api_max_body_mb")]
+    pub max_body_mb: Spanned<f64>,
+    #[serde(default = "default_api_timeout_s")]
+    pub timeout_s: Spanned<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,11 +274,36 @@ fn default_reconnect_min_s() -> Spanned<f64> {
 fn default_reconnect_max_s() -> Spanned<f64> {
     unspanned(60.0)
 }
+fn default_stats_interval_s() -> Spanned<f64> {
+    unspanned(60.0)
+}
 fn default_discovery_prefix() -> Spanned<String> {
     unspanned("homeassistant".into())
 }
+fn default_picture_size() -> Spanned<u32> {
+    unspanned(640)
+}
+fn default_picture_max_kb() -> Spanned<u32> {
+    unspanned(100)
+}
 fn default_device_name() -> String {
     "CapDec".into()
+}
+fn default_api_address() -> Spanned<String> {
+    unspanned("127.0.0.1".into())
+}
+/// Ollama's own port, which its clients and integrations assume.
+fn default_api_port() -> u16 {
+    11434
+}
+fn default_api_queue_limit() -> Spanned<usize> {
+    unspanned(4)
+}
+fn default_api_max_body_mb() -> Spanned<f64> {
+    unspanned(20.0)
+}
+fn default_api_timeout_s() -> Spanned<f64> {
+    unspanned(30.0)
 }
 fn default_interval_s() -> Spanned<f64> {
     unspanned(60.0)

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,13 +15,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
 
 use super::raw::{
-    RawCamera, RawCommandSource, RawConfig, RawHomeAssistant, RawHttpSource, RawModel, RawMqtt,
-    RawRtspSource, RawTls, SecretSource,
+    RawApi, RawCamera, RawCommandSource, RawConfig, RawHomeAssistant, RawHttpSource, RawModel,
+    RawMqtt, RawRtspSource, RawTls, SecretSource,
 };
 use super::settings::{
-    CameraSettings, ClientAuth, CommandSettings, Credentials, HomeAssistantSettings, HttpAuth,
-    HttpSettings, ModelSettings, MqttSettings, RtspFrame, RtspSettings, RtspTransport, Secret,
-    Settings, SourceSettings, TlsSettings, TrustRoots,
+    ApiSettings, CameraSettings, ClientAuth, CommandSettings, Credentials, HomeAssistantSettings,
+    HttpAuth, HttpSettings, ModelSettings, MqttSettings, PictureSettings, RtspFrame, RtspSettings,
+    RtspTransport, Secret, Settings, SourceSettings, TlsSettings, TrustRoots,
 };
 use crate::located::TomlFile;
 
@@ -30,10 +31,12 @@ pub(super) fn settings(raw: RawConfig, file: &TomlFile, base: &Path) -> Result<S
     let model = context.model(raw.model)?;
     let mqtt = context.mqtt(&raw.mqtt)?;
     let home_assistant = context.home_assistant(raw.home_assistant, &mqtt)?;
-    if raw.camera.is_empty() {
-        bail!(
-            file.anywhere("no camera: add at least one [[camera]] table with a name and a source")
-        );
+    let api = raw.api.as_ref().map(|api| context.api(api)).transpose()?;
+    if raw.camera.is_empty() && api.is_none() {
+        bail!(file.anywhere(
+            "no camera and no [api]: add at least one [[camera]] table with a name and a source, \
+             or an [api] table to caption the pictures sent to it"
+        ));
     }
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut cameras = Vec::with_capacity(raw.camera.len());
@@ -57,6 +60,7 @@ pub(super) fn settings(raw: RawConfig, file: &TomlFile, base: &Path) -> Result<S
         model,
         mqtt,
         home_assistant,
+        api,
         cameras,
     })
 }
@@ -118,6 +122,7 @@ impl Context<'_> {
             queue_limit: *mqtt.queue_limit.get_ref(),
             reconnect_min,
             reconnect_max,
+            stats_interval: seconds(file, &mqtt.stats_interval_s, "mqtt.stats_interval_s")?,
             credentials,
             tls,
         })
@@ -242,6 +247,47 @@ impl Context<'_> {
         }
     }
 
+    fn api(&self, a: &RawApi) -> Result<ApiSettings> {
+        let file = self.file;
+        let Ok(ip) = a.address.get_ref().parse::<IpAddr>() else {
+            bail!(file.at(
+                &a.address,
+                &format!(
+                    "api.address `{}` is not an IP address: give 127.0.0.1 (this machine only, the default), \
+                     0.0.0.0 (every IPv4 interface), :: or one interface's address",
+                    a.address.get_ref()
+                )
+            ));
+        };
+        if *a.queue_limit.get_ref() == 0 {
+            bail!(file.at(&a.queue_limit, "api.queue_limit must be at least 1"));
+        }
+        let megabytes = *a.max_body_mb.get_ref();
+        if !(0.001..=1000.0).contains(&megabytes) {
+            bail!(file.at(
+                &a.max_body_mb,
+                &format!("api.max_body_mb must be from 0.001 to 1000 (MB), not {megabytes}")
+            ));
+        }
+        let bearer_token = match &a.bearer_token {
+            Some(token) => {
+                let secret = self.secret(token, "api.bearer_token")?;
+                if secret.expose().trim().is_empty() {
+                    bail!(file.at(token, "api.bearer_token is empty"));
+                }
+                Some(secret)
+            }
+            None => None,
+        };
+        Ok(ApiSettings {
+            listen: SocketAddr::new(ip, a.port),
+            bearer_token,
+            queue_limit: *a.queue_limit.get_ref(),
+            max_body_bytes: (megabytes * 1e6) as u64,
+            timeout: seconds(file, &a.timeout_s, "api.timeout_s")?,
+        })
+    }
+
     fn home_assistant(
         &self,
         ha: RawHomeAssistant,
@@ -257,6 +303,34 @@ impl Context<'_> {
         if let Some(node_id) = &ha.node_id {
             topic_level(file, node_id, "home_assistant.node_id", false)?;
         }
+        let size = &ha.picture_size;
+        if !(32..=4096).contains(size.get_ref()) {
+            bail!(file.at(
+                size,
+                &format!(
+                    "home_assistant.picture_size must be from 32 to 4096 (pixels), not {}",
+                    size.get_ref()
+                )
+            ));
+        }
+        let kilobytes = &ha.picture_max_kb;
+        if !(4..=8192).contains(kilobytes.get_ref()) {
+            bail!(file.at(
+                kilobytes,
+                &format!(
+                    "home_assistant.picture_max_kb must be from 4 to 8192 (kB), not {}",
+                    kilobytes.get_ref()
+                )
+            ));
+        }
+        let expire_after = match &ha.expire_after_s {
+            Some(seconds) if *seconds.get_ref() == 0 => bail!(file.at(
+                seconds,
+                "home_assistant.expire_after_s must be at least 1 (leave it out to never expire)"
+            )),
+            Some(seconds) => Some(Duration::from_secs(u64::from(*seconds.get_ref()))),
+            None => None,
+        };
         Ok(HomeAssistantSettings {
             discovery: ha.discovery,
             discovery_prefix: ha.discovery_prefix.into_inner(),
@@ -264,6 +338,11 @@ impl Context<'_> {
                 .node_id
                 .map_or_else(|| mqtt.base_topic.clone(), Spanned::into_inner),
             device_name: ha.device_name,
+            picture: ha.picture.then(|| PictureSettings {
+                size: *size.get_ref(),
+                max_bytes: *kilobytes.get_ref() as usize * 1000,
+            }),
+            expire_after,
         })
     }
 

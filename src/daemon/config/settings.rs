@@ -3,6 +3,7 @@
 //! daemon runs on; nothing after `Settings::load` can find the configuration wrong.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,7 +17,24 @@ pub struct Settings {
     pub model: ModelSettings,
     pub mqtt: MqttSettings,
     pub home_assistant: HomeAssistantSettings,
+    /// The HTTP API, where the file has an `[api]` table.
+    pub api: Option<ApiSettings>,
     pub cameras: Vec<CameraSettings>,
+}
+
+/// The HTTP API that Ollama's and OpenAI's clients call.
+#[derive(Debug)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    /// Where set, every request must carry `Authorization: Bearer <token>`.
+    pub bearer_token: Option<Secret>,
+    /// Requests taken at once (their bodies read, waiting for the captioner or being captioned); more are
+    /// answered 503 at once.
+    pub queue_limit: usize,
+    /// A larger request body is answered 413 without being read.
+    pub max_body_bytes: u64,
+    /// For reading a request and for its caption: past it the answer is 408 or 504.
+    pub timeout: Duration,
 }
 
 /// Where the file says nothing about a model, the command line's discovery rules apply.
@@ -40,6 +58,8 @@ pub struct MqttSettings {
     pub queue_limit: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// How often `<base>/stats` is published.
+    pub stats_interval: Duration,
     pub credentials: Option<Credentials>,
     pub tls: Option<TlsSettings>,
 }
@@ -81,6 +101,19 @@ pub struct HomeAssistantSettings {
     /// Groups the entities under one device: the file's `node_id`, else the MQTT base topic.
     pub node_id: String,
     pub device_name: String,
+    /// The captioned picture on `<base>/<camera>/picture` (retained) and an image entity to show it.
+    pub picture: Option<PictureSettings>,
+    /// The caption sensor is unavailable when no caption came for this long; `None`: never.
+    pub expire_after: Option<Duration>,
+}
+
+/// The captioned picture, downscaled to fit an MQTT message.
+#[derive(Debug, Clone, Copy)]
+pub struct PictureSettings {
+    /// Its longer side, at most, in pixels.
+    pub size: u32,
+    /// Its JPEG's bytes, at most: the quality is lowered, then the size, until it fits.
+    pub max_bytes: usize,
 }
 
 #[derive(Debug)]

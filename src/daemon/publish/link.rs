@@ -17,7 +17,7 @@ use super::inbound::{self, Inbound};
 use super::inflight::Inflight;
 use super::outbox::{Message, Shared};
 use super::topics::Topics;
-use super::{CameraChannel, Command, OFFLINE, ONLINE, STOPPED};
+use super::{CameraChannel, Command, OFFLINE, ONLINE, STOPPED, StatsReport};
 use crate::daemon::config::MqttSettings;
 use crate::daemon::tls;
 
@@ -29,15 +29,22 @@ const OUTBOX_POLL: Duration = Duration::from_millis(50);
 /// drops the connection, and a retained one would then drop every connection after it.
 const MQTT_PACKET_LIMIT: usize = 268_435_455;
 
-/// rumqttc's default for what the daemon sends; a caption record is far smaller.
+/// rumqttc's default for what the daemon sends, enough for a caption record and discovery; a captioned picture
+/// (up to `home_assistant.picture_max_kb`) raises it.
 const OUTGOING_PACKET_LIMIT: usize = 10 * 1024;
+/// A packet's room beside its payload: the topic and the header.
+const PACKET_OVERHEAD: usize = 1024;
 
-/// The client's options: who we are, the last will, credentials and TLS, all read at start.
-fn options(mqtt: &MqttSettings, topics: &Topics) -> MqttOptions {
+/// The client's options: who we are, the last will, credentials and TLS, all read at start; `largest` is the
+/// largest payload the daemon will send.
+fn options(mqtt: &MqttSettings, topics: &Topics, largest: usize) -> MqttOptions {
     let mut options = MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
     options.set_keep_alive(mqtt.keep_alive);
     options.set_clean_session(true);
-    options.set_max_packet_size(MQTT_PACKET_LIMIT, OUTGOING_PACKET_LIMIT);
+    options.set_max_packet_size(
+        MQTT_PACKET_LIMIT,
+        OUTGOING_PACKET_LIMIT.max(largest + PACKET_OVERHEAD),
+    );
     options.set_last_will(LastWill::new(
         topics.available(),
         OFFLINE,
@@ -77,6 +84,11 @@ pub(super) struct Link {
     inflight: Inflight,
     stopped_sent: bool,
     disconnect_sent: bool,
+    /// `<base>/info`'s payload, retained on every new session.
+    info: Vec<u8>,
+    stats: StatsReport,
+    stats_interval: Duration,
+    stats_due: Instant,
 }
 
 enum Step {
@@ -91,10 +103,13 @@ impl Link {
         cameras: Vec<CameraChannel>,
         discovery: Option<Discovery>,
         shared: Arc<Shared>,
+        (info, stats): (serde_json::Value, StatsReport),
+        largest: usize,
     ) -> Link {
-        // Room for a full queue of captions plus discovery and states, so that handing over never blocks.
-        let capacity = mqtt.queue_limit * 2 + cameras.len() * 5 + 16;
-        let (client, connection) = Client::new(options(mqtt, &topics), capacity);
+        // Room for a full queue of captions (four messages each) plus discovery and states, so that handing over
+        // never blocks.
+        let capacity = mqtt.queue_limit * 4 + cameras.len() * 8 + 16;
+        let (client, connection) = Client::new(options(mqtt, &topics, largest), capacity);
         Link {
             client,
             connection,
@@ -117,6 +132,10 @@ impl Link {
             inflight: Inflight::default(),
             stopped_sent: false,
             disconnect_sent: false,
+            info: info.to_string().into_bytes(),
+            stats,
+            stats_interval: mqtt.stats_interval,
+            stats_due: Instant::now() + mqtt.stats_interval,
         }
     }
 
@@ -201,6 +220,13 @@ impl Link {
             ONLINE.as_bytes().to_vec(),
             None,
         );
+        self.send(
+            &self.topics.info(),
+            QoS::AtLeastOnce,
+            true,
+            self.info.clone(),
+            None,
+        );
         let mut subscriptions: Vec<String> = self
             .cameras
             .iter()
@@ -228,7 +254,7 @@ impl Link {
         }
     }
 
-    /// Hands queued captions, changed states and, when stopping, the farewell to the client.
+    /// Hands queued captions, changed states, the stats when due and, when stopping, the farewell to the client.
     fn pump(&mut self) {
         let (captions, states, stopping) = {
             let mut outbox = self.shared.outbox();
@@ -247,6 +273,12 @@ impl Link {
                 outbox.stopping,
             )
         };
+        if Instant::now() >= self.stats_due && !stopping {
+            self.stats_due = Instant::now() + self.stats_interval;
+            let waiting = self.shared.outbox().queue.len();
+            let payload = (self.stats)(waiting).to_string().into_bytes();
+            self.send(&self.topics.stats(), QoS::AtMostOnce, false, payload, None);
+        }
         for (camera, capturing) in states {
             let payload = if capturing { "ON" } else { "OFF" };
             self.send(

@@ -6,7 +6,9 @@
 //! queued again. Commands go from the connection thread straight to the camera they address.
 //!
 //! Topics (`topics`), under the configured base: `<base>/available` (`online`; `offline` as the last will;
-//! `stopped` on a clean exit), `<base>/<camera>/caption` (JSON, `record`), `<base>/<camera>/text` (the caption cut
+//! `stopped` on a clean exit), `<base>/info` (retained: version, model, cameras, API address), `<base>/stats`
+//! (every `stats_interval_s`, from `daemon::stats`), `<base>/<camera>/event` (Home Assistant's event entity),
+//! `<base>/<camera>/picture` (the captioned picture, a small JPEG, retained), `<base>/<camera>/caption` (JSON, `record`), `<base>/<camera>/text` (the caption cut
 //! to Home Assistant's 255 characters), `<base>/<camera>/set` (`capture`, `ON`, `OFF`) and `<base>/<camera>/state`
 //! (`ON`, `OFF`); Home Assistant's discovery messages (`discovery`) under its prefix.
 
@@ -47,6 +49,9 @@ pub enum Command {
     Resume,
 }
 
+/// `<base>/stats`'s payload, given the captions waiting for the broker.
+pub type StatsReport = Box<dyn Fn(usize) -> serde_json::Value + Send>;
+
 /// What became of a caption handed to the publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -74,11 +79,15 @@ pub struct Publisher {
 
 impl Publisher {
     /// Starts connecting in the background. `commands` holds each camera's command channel, in the order of
-    /// `settings.cameras`; `model` names the captioning model in Home Assistant's device card.
+    /// `settings.cameras`; `model` names the captioning model in Home Assistant's device card; `info` is
+    /// `<base>/info`'s payload, and `stats` gives `<base>/stats`'s from the number of captions waiting for the
+    /// broker.
     pub fn start(
         settings: &Settings,
         model: &str,
+        info: serde_json::Value,
         commands: Vec<Sender<Command>>,
+        stats: StatsReport,
     ) -> Result<Publisher> {
         let cameras: Vec<CameraChannel> = settings
             .cameras
@@ -104,6 +113,8 @@ impl Publisher {
         let discovery = ha.discovery.then(|| Discovery {
             device_name: ha.device_name.clone(),
             model: model.to_string(),
+            picture: ha.picture.is_some(),
+            expire_after: ha.expire_after,
         });
         let link = Link::new(
             &settings.mqtt,
@@ -111,6 +122,8 @@ impl Publisher {
             cameras.clone(),
             discovery,
             Arc::clone(&shared),
+            (info, stats),
+            ha.picture.map_or(0, |picture| picture.max_bytes),
         );
         let thread_shared = Arc::clone(&shared);
         let thread = thread::Builder::new()
@@ -130,8 +143,13 @@ impl Publisher {
         })
     }
 
-    /// Hands a caption to the connection thread; `None` for a camera the configuration does not have.
-    pub fn publish_caption(&self, record: &CaptionRecord) -> Option<Delivery> {
+    /// Hands a caption, and the picture it describes, to the connection thread; `None` for a camera the
+    /// configuration does not have.
+    pub fn publish_caption(
+        &self,
+        record: &CaptionRecord,
+        picture: Option<Vec<u8>>,
+    ) -> Option<Delivery> {
         let Some(camera) = self.cameras.iter().find(|c| c.name == record.camera) else {
             log::error!(camera = record.camera; "no such camera in the configuration: caption not published");
             return None;
@@ -139,20 +157,33 @@ impl Publisher {
         let mut outbox = self.shared.outbox();
         let caption = outbox.next_caption;
         outbox.next_caption += 1;
-        let message = |topic: String, payload: Vec<u8>| Message {
+        let message = |topic: String, payload: Vec<u8>, retain: bool| Message {
             caption,
             topic,
             payload,
             qos: camera.qos,
-            retain: camera.retain,
+            retain,
         };
-        let messages = vec![
-            message(self.topics.caption(&camera.name), record.to_json()),
+        let name = &camera.name;
+        // The text and the picture are the camera's state, retained so that Home Assistant shows them after a
+        // restart; the event is a moment, not replayed to whoever subscribes later.
+        let mut messages = vec![
+            message(self.topics.caption(name), record.to_json(), camera.retain),
             message(
-                self.topics.text(&camera.name),
+                self.topics.text(name),
                 state_text(&record.caption).into_bytes(),
+                true,
             ),
+            message(self.topics.event(name), record.event_json(), false),
         ];
+        if let Some(picture) = picture {
+            // Only the newest picture matters: one waiting for the broker is replaced, not queued behind.
+            let topic = self.topics.picture(name);
+            for waiting in outbox.queue.iter_mut() {
+                waiting.retain(|m| m.topic != topic);
+            }
+            messages.push(message(topic, picture, true));
+        }
         outbox.push_back(messages, self.queue_limit);
         let delivery = if outbox.connected {
             Delivery::Published

@@ -31,6 +31,20 @@ impl CaptionRecord {
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("strings, numbers and options always serialise")
     }
+
+    /// Home Assistant's event entity: its `event_type`, the other keys become the event's attributes.
+    pub fn event_json(&self) -> Vec<u8> {
+        serde_json::json!({
+            "event_type": "caption",
+            "caption": self.caption,
+            "trigger": self.trigger,
+            "score": self.score,
+            "sequence": self.sequence,
+            "timestamp": self.timestamp,
+        })
+        .to_string()
+        .into_bytes()
+    }
 }
 
 #[cfg(test)]

@@ -33,11 +33,23 @@ impl Topics {
     pub fn available(&self) -> String {
         format!("{}/available", self.base)
     }
+    pub fn info(&self) -> String {
+        format!("{}/info", self.base)
+    }
+    pub fn stats(&self) -> String {
+        format!("{}/stats", self.base)
+    }
     pub fn caption(&self, camera: &str) -> String {
         format!("{}/{camera}/caption", self.base)
     }
     pub fn text(&self, camera: &str) -> String {
         format!("{}/{camera}/text", self.base)
+    }
+    pub fn event(&self, camera: &str) -> String {
+        format!("{}/{camera}/event", self.base)
+    }
+    pub fn picture(&self, camera: &str) -> String {
+        format!("{}/{camera}/picture", self.base)
     }
     pub fn set(&self, camera: &str) -> String {
         format!("{}/{camera}/set", self.base)

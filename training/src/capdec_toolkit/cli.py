@@ -1,4 +1,4 @@
-"""`capdec-toolkit`: export, train, reference, fixture, metric-goldens, demo, realsize, bench."""
+"""`capdec-toolkit`: export, train, reference, fixture, metric-goldens, demo, realsize, bench, api-clients."""
 
 from __future__ import annotations
 
@@ -183,6 +183,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
         args.json_out.write_text(json.dumps(results, indent=1) + "\n")
 
 
+def cmd_api_clients(args: argparse.Namespace) -> None:
+    from .parity.api_clients import run
+
+    if not args.image.is_file():
+        raise FileNotFoundError(f"{args.image}: no such picture")
+    print(json.dumps(run(args.url.rstrip("/"), args.image, args.token)))
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="capdec-toolkit", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -279,6 +287,15 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", default="1,2")
     bench.add_argument("--json-out", type=Path, help="also write the raw results here")
     bench.set_defaults(run=cmd_bench)
+
+    clients = commands.add_parser(
+        "api-clients",
+        help="a running daemon's HTTP API through the ollama and openai clients (tests/api.rs)",
+    )
+    clients.add_argument("--url", required=True, help="the daemon's API, e.g. http://127.0.0.1:11434")
+    clients.add_argument("--image", required=True, type=Path, help="the picture to caption")
+    clients.add_argument("--token", help="the API's bearer token, where it has one")
+    clients.set_defaults(run=cmd_api_clients)
     return root
 
 
