@@ -6,7 +6,8 @@ use std::path::Path;
 use image::ImageFormat;
 
 use crate::caption::preprocess::{self, Preprocessor};
-use crate::daemon::config::Settings;
+use crate::daemon::config::{FrigatePhase, FrigateSettings, Settings};
+use crate::daemon::frigate::event::{Filter, Verdict};
 use crate::daemon::publish::inbound;
 use crate::daemon::publish::topics::Topics;
 use crate::daemon::sources::multipart::{self, Part, Parts};
@@ -65,6 +66,32 @@ pub fn mqtt_message(bytes: &[u8]) {
     };
     let _ = inbound::interpret(&topics, &topic, payload, choice & 4 != 0);
     let _ = inbound::shown(payload);
+}
+
+/// A message on Frigate's events topic, twice through one filter (phase `new`, every camera, label and zone):
+/// an event taken the first time is not taken again.
+pub fn frigate_event(bytes: &[u8]) {
+    let settings = FrigateSettings {
+        url: "http://frigate:5000".into(),
+        events_topic: "frigate/events".into(),
+        cameras: Vec::new(),
+        labels: Vec::new(),
+        zones: Vec::new(),
+        phase: FrigatePhase::New,
+        crop: true,
+        snapshot_height: None,
+        write_description: false,
+        timeout: std::time::Duration::from_secs(1),
+        queue_limit: 1,
+    };
+    let mut filter = Filter::new(&settings);
+    if let Verdict::Caption(_) = filter.consider(bytes) {
+        assert_eq!(
+            filter.consider(bytes),
+            Verdict::Pass,
+            "an event was taken twice"
+        );
+    }
 }
 
 /// An MJPEG camera's answer: the first line is its Content-Type, the rest the stream, read in pieces as short as

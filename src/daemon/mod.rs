@@ -19,6 +19,7 @@ mod board;
 mod cameras;
 mod captioning;
 pub mod config;
+pub(crate) mod frigate;
 mod logging;
 mod picture;
 pub(crate) mod publish;
@@ -102,6 +103,12 @@ pub fn check(path: &Path) -> Result<String> {
         mqtt.port,
         mqtt.base_topic
     );
+    if let Some(frigate) = &settings.frigate {
+        summary.push_str(&format!(
+            "; Frigate's events from {} (snapshots from {})",
+            frigate.events_topic, frigate.url
+        ));
+    }
     if let Some(api) = &settings.api {
         let token = if api.bearer_token.is_some() {
             ", bearer token required"
@@ -187,8 +194,16 @@ fn serve(settings: &Settings, model: Model) -> Result<()> {
         },
         "cameras": names,
         "api": api.as_ref().map(|api| format!("http://{}", api.address)),
+        "frigate": settings.frigate.as_ref().map(|frigate| &frigate.url),
         "started_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     });
+    let (listeners, frigate) = match &settings.frigate {
+        Some(frigate) => {
+            let (listener, frigate) = frigate::listen(frigate, Arc::clone(&stats));
+            (vec![listener], Some(frigate))
+        }
+        None => (Vec::new(), None),
+    };
     let reporter = Arc::clone(&stats);
     let publisher = Arc::new(Publisher::start(
         settings,
@@ -196,7 +211,16 @@ fn serve(settings: &Settings, model: Model) -> Result<()> {
         info,
         commands,
         Box::new(move |mqtt_waiting| reporter.snapshot(mqtt_waiting)),
+        listeners,
     )?);
+    if let Some(frigate) = frigate {
+        frigate.start(
+            Arc::clone(&board),
+            Arc::downgrade(&publisher),
+            Arc::clone(&stats),
+        )?;
+        log::info!("captioning Frigate's events");
+    }
     let worker_board = Arc::clone(&board);
     let worker_publisher = Arc::clone(&publisher);
     let worker = thread::Builder::new()

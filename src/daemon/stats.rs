@@ -65,10 +65,24 @@ struct ApiCounts {
     latency_ms: Latency,
 }
 
+#[derive(Debug, Default, Serialize)]
+struct FrigateCounts {
+    /// Events taken for captioning (the configured cameras, labels, zones and phase, once each).
+    events: u64,
+    captioned: u64,
+    /// Events over `frigate.queue_limit`.
+    dropped: u64,
+    /// Events whose snapshot could not be fetched or captioned.
+    failed: u64,
+    /// From the event's turn to its caption, the snapshot's fetch included.
+    latency_ms: Latency,
+}
+
 struct Counts {
     /// By camera index, in the configuration's order.
     cameras: Vec<(String, CameraCounts)>,
     api: ApiCounts,
+    frigate: FrigateCounts,
 }
 
 pub(super) struct Stats {
@@ -88,6 +102,7 @@ impl Stats {
                     .map(|name| (name.clone(), CameraCounts::default()))
                     .collect(),
                 api: ApiCounts::default(),
+                frigate: FrigateCounts::default(),
             }),
         }
     }
@@ -142,6 +157,24 @@ impl Stats {
         }
     }
 
+    pub fn frigate_queued(&self) {
+        self.counts().frigate.events += 1;
+    }
+
+    pub fn frigate_dropped(&self) {
+        self.counts().frigate.dropped += 1;
+    }
+
+    pub fn frigate_failed(&self) {
+        self.counts().frigate.failed += 1;
+    }
+
+    pub fn frigate_captioned(&self, ms: f64) {
+        let frigate = &mut self.counts().frigate;
+        frigate.captioned += 1;
+        frigate.latency_ms.record(ms);
+    }
+
     /// The `<base>/stats` payload; `mqtt_waiting` is the captions waiting for the broker.
     pub fn snapshot(&self, mqtt_waiting: usize) -> Value {
         let counts = self.counts();
@@ -154,6 +187,7 @@ impl Stats {
             "uptime_s": self.started.elapsed().as_secs(),
             "cameras": cameras,
             "api": counts.api,
+            "frigate": counts.frigate,
             "queues": {
                 "api_waiting": self.board.waiting_requests(),
                 "mqtt_waiting": mqtt_waiting,

@@ -19,9 +19,9 @@ mod settings;
 
 pub use settings::{
     ApiSettings, CameraSettings, ClientAuth, CommandSettings, Credentials, DeviceSelect,
-    DeviceSettings, HomeAssistantSettings, HttpAuth, HttpSettings, ModelSettings, MqttSettings,
-    PictureSettings, RtspFrame, RtspSettings, RtspTransport, Secret, Settings, SourceSettings,
-    TlsSettings, TrustRoots,
+    DeviceSettings, FrigatePhase, FrigateSettings, HomeAssistantSettings, HttpAuth, HttpSettings,
+    ModelSettings, MqttSettings, PictureSettings, RtspFrame, RtspSettings, RtspTransport, Secret,
+    Settings, SourceSettings, TlsSettings, TrustRoots,
 };
 
 impl Settings {
@@ -136,7 +136,7 @@ path = "pictures"
     fn missing_camera_is_refused() {
         let message = error("[mqtt]\nhost = \"localhost\"\n");
         assert!(
-            message.contains("no camera and no [api]: add at least one [[camera]]"),
+            message.contains("no camera, no [api] and no [frigate]: add at least one [[camera]]"),
             "{message}"
         );
     }
@@ -188,6 +188,68 @@ path = "pictures"
             let message = error(&format!("{MINIMAL}[api]\n{keys}\n"));
             assert!(
                 message.contains("capdec.toml:10: in [api]") && message.contains(expected),
+                "{keys}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn frigate_takes_defaults_and_may_stand_alone() {
+        let text =
+            "[mqtt]\nhost = \"localhost\"\n[frigate]\nurl = \"http://frigate.local:5000/\"\n";
+        let config = parse(text).unwrap();
+        assert!(config.cameras.is_empty());
+        let frigate = config.frigate.expect("a [frigate] table turns it on");
+        assert_eq!(frigate.url, "http://frigate.local:5000");
+        assert_eq!(frigate.events_topic, "frigate/events");
+        assert_eq!(frigate.phase, FrigatePhase::End);
+        assert!(frigate.crop && !frigate.write_description);
+        assert!(
+            frigate.cameras.is_empty() && frigate.labels.is_empty() && frigate.zones.is_empty()
+        );
+        assert_eq!(frigate.queue_limit, 8);
+        let text = format!(
+            "{MINIMAL}[frigate]\nurl = \"http://f:5000\"\ntopic_prefix = \"nvr/frigate\"\nphase = \"new\"\n\
+             labels = [\"person\"]\nsnapshot_height = 480\nwrite_description = true\n"
+        );
+        let frigate = parse(&text).unwrap().frigate.unwrap();
+        assert_eq!(frigate.events_topic, "nvr/frigate/events");
+        assert_eq!(frigate.phase, FrigatePhase::New);
+        assert_eq!(frigate.snapshot_height, Some(480));
+        assert!(frigate.write_description);
+    }
+
+    #[test]
+    fn bad_frigate_keys_are_refused_with_their_line() {
+        for (keys, expected) in [
+            (
+                "url = \"https://f:8971\"",
+                "frigate.url `https://f:8971` must start with http://",
+            ),
+            (
+                "url = \"http://f:5000\"\nphase = \"start\"",
+                "frigate.phase must be \"new\" or \"end\"",
+            ),
+            (
+                "url = \"http://f:5000\"\ntopic_prefix = \"a/#\"",
+                "frigate.topic_prefix `a/#`",
+            ),
+            (
+                "url = \"http://f:5000\"\nqueue_limit = 0",
+                "frigate.queue_limit must be at least 1",
+            ),
+            (
+                "url = \"http://f:5000\"\nsnapshot_height = 5",
+                "frigate.snapshot_height must be from 16",
+            ),
+            (
+                "url = \"http://f:5000\"\ncamera = [\"a\"]",
+                "unknown field `camera`",
+            ),
+        ] {
+            let message = error(&format!("{MINIMAL}[frigate]\n{keys}\n"));
+            assert!(
+                message.contains("capdec.toml:1") && message.contains(expected),
                 "{keys}: {message}"
             );
         }

@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub home_assistant: RawHomeAssistant,
     pub api: Option<RawApi>,
+    pub frigate: Option<RawFrigate>,
     #[serde(default)]
     pub camera: Vec<Spanned<RawCamera>>,
 }
@@ -119,6 +120,32 @@ pub(super) struct RawApi {
     pub max_body_mb: Spanned<f64>,
     #[serde(default = "default_api_timeout_s")]
     pub timeout_s: Spanned<f64>,
+}
+
+/// Frigate's tracked-object events: on when the table is there.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFrigate {
+    pub url: Spanned<String>,
+    #[serde(default = "default_frigate_topic_prefix")]
+    pub topic_prefix: Spanned<String>,
+    #[serde(default)]
+    pub cameras: Vec<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub zones: Vec<String>,
+    #[serde(default = "default_frigate_phase")]
+    pub phase: Spanned<String>,
+    #[serde(default = "yes")]
+    pub crop: bool,
+    pub snapshot_height: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub write_description: bool,
+    #[serde(default = "default_source_timeout_s")]
+    pub timeout_s: Spanned<f64>,
+    #[serde(default = "default_frigate_queue_limit")]
+    pub queue_limit: Spanned<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,6 +331,15 @@ fn default_api_max_body_mb() -> Spanned<f64> {
 }
 fn default_api_timeout_s() -> Spanned<f64> {
     unspanned(30.0)
+}
+fn default_frigate_topic_prefix() -> Spanned<String> {
+    unspanned("frigate".into())
+}
+fn default_frigate_phase() -> Spanned<String> {
+    unspanned("end".into())
+}
+fn default_frigate_queue_limit() -> Spanned<usize> {
+    unspanned(8)
 }
 fn default_interval_s() -> Spanned<f64> {
     unspanned(60.0)

@@ -15,13 +15,14 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
 
 use super::raw::{
-    RawApi, RawCamera, RawCommandSource, RawConfig, RawHomeAssistant, RawHttpSource, RawModel,
-    RawMqtt, RawRtspSource, RawTls, SecretSource,
+    RawApi, RawCamera, RawCommandSource, RawConfig, RawFrigate, RawHomeAssistant, RawHttpSource,
+    RawModel, RawMqtt, RawRtspSource, RawTls, SecretSource,
 };
 use super::settings::{
-    ApiSettings, CameraSettings, ClientAuth, CommandSettings, Credentials, HomeAssistantSettings,
-    HttpAuth, HttpSettings, ModelSettings, MqttSettings, PictureSettings, RtspFrame, RtspSettings,
-    RtspTransport, Secret, Settings, SourceSettings, TlsSettings, TrustRoots,
+    ApiSettings, CameraSettings, ClientAuth, CommandSettings, Credentials, FrigatePhase,
+    FrigateSettings, HomeAssistantSettings, HttpAuth, HttpSettings, ModelSettings, MqttSettings,
+    PictureSettings, RtspFrame, RtspSettings, RtspTransport, Secret, Settings, SourceSettings,
+    TlsSettings, TrustRoots,
 };
 use crate::located::TomlFile;
 
@@ -32,10 +33,15 @@ pub(super) fn settings(raw: RawConfig, file: &TomlFile, base: &Path) -> Result<S
     let mqtt = context.mqtt(&raw.mqtt)?;
     let home_assistant = context.home_assistant(raw.home_assistant, &mqtt)?;
     let api = raw.api.as_ref().map(|api| context.api(api)).transpose()?;
-    if raw.camera.is_empty() && api.is_none() {
+    let frigate = raw
+        .frigate
+        .as_ref()
+        .map(|frigate| context.frigate(frigate))
+        .transpose()?;
+    if raw.camera.is_empty() && api.is_none() && frigate.is_none() {
         bail!(file.anywhere(
-            "no camera and no [api]: add at least one [[camera]] table with a name and a source, \
-             or an [api] table to caption the pictures sent to it"
+            "no camera, no [api] and no [frigate]: add at least one [[camera]] table with a name and a source, \
+             an [api] table to caption the pictures sent to it, or a [frigate] table to caption Frigate's events"
         ));
     }
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -61,6 +67,7 @@ pub(super) fn settings(raw: RawConfig, file: &TomlFile, base: &Path) -> Result<S
         mqtt,
         home_assistant,
         api,
+        frigate,
         cameras,
     })
 }
@@ -285,6 +292,47 @@ impl Context<'_> {
             queue_limit: *a.queue_limit.get_ref(),
             max_body_bytes: (megabytes * 1e6) as u64,
             timeout: seconds(file, &a.timeout_s, "api.timeout_s")?,
+        })
+    }
+
+    fn frigate(&self, f: &RawFrigate) -> Result<FrigateSettings> {
+        let file = self.file;
+        check_url(file, &f.url, "[frigate]", "frigate", &["http"])?;
+        topic_level(file, &f.topic_prefix, "frigate.topic_prefix", true)?;
+        let phase = match f.phase.get_ref().as_str() {
+            "new" => FrigatePhase::New,
+            "end" => FrigatePhase::End,
+            other => bail!(file.at(
+                &f.phase,
+                &format!("frigate.phase must be \"new\" or \"end\", not {other:?}")
+            )),
+        };
+        if let Some(height) = &f.snapshot_height
+            && !(16..=4320).contains(height.get_ref())
+        {
+            bail!(file.at(
+                height,
+                &format!(
+                    "frigate.snapshot_height must be from 16 to 4320 (pixels), not {}",
+                    height.get_ref()
+                )
+            ));
+        }
+        if *f.queue_limit.get_ref() == 0 {
+            bail!(file.at(&f.queue_limit, "frigate.queue_limit must be at least 1"));
+        }
+        Ok(FrigateSettings {
+            url: f.url.get_ref().trim_end_matches('/').to_string(),
+            events_topic: format!("{}/events", f.topic_prefix.get_ref()),
+            cameras: f.cameras.clone(),
+            labels: f.labels.clone(),
+            zones: f.zones.clone(),
+            phase,
+            crop: f.crop,
+            snapshot_height: f.snapshot_height.as_ref().map(|h| *h.get_ref()),
+            write_description: f.write_description,
+            timeout: seconds(file, &f.timeout_s, "frigate.timeout_s")?,
+            queue_limit: *f.queue_limit.get_ref(),
         })
     }
 

@@ -19,7 +19,42 @@ pub struct Settings {
     pub home_assistant: HomeAssistantSettings,
     /// The HTTP API, where the file has an `[api]` table.
     pub api: Option<ApiSettings>,
+    /// Frigate's events captioned, where the file has a `[frigate]` table.
+    pub frigate: Option<FrigateSettings>,
     pub cameras: Vec<CameraSettings>,
+}
+
+/// Frigate's tracked objects: which events are captioned, and how their snapshots are fetched.
+#[derive(Debug, Clone)]
+pub struct FrigateSettings {
+    /// Frigate's API, without a trailing slash: `http://frigate:5000`.
+    pub url: String,
+    /// `<topic_prefix>/events`.
+    pub events_topic: String,
+    /// Frigate's camera names, labels and zones an event must have; each empty for any.
+    pub cameras: Vec<String>,
+    pub labels: Vec<String>,
+    pub zones: Vec<String>,
+    pub phase: FrigatePhase,
+    /// The snapshot cropped to the object.
+    pub crop: bool,
+    /// The snapshot's height Frigate scales to, where given.
+    pub snapshot_height: Option<u32>,
+    /// The caption written back as the event's description.
+    pub write_description: bool,
+    /// Each request to Frigate.
+    pub timeout: Duration,
+    /// Events waiting for their caption; more are dropped and counted.
+    pub queue_limit: usize,
+}
+
+/// When in an event's life its snapshot is captioned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrigatePhase {
+    /// As soon as the object is confirmed (and has entered a configured zone, where zones are given).
+    New,
+    /// When the event ends, with its best snapshot.
+    End,
 }
 
 /// The HTTP API that Ollama's and OpenAI's clients call.

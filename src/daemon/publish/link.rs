@@ -17,7 +17,7 @@ use super::inbound::{self, Inbound};
 use super::inflight::Inflight;
 use super::outbox::{Message, Shared};
 use super::topics::Topics;
-use super::{CameraChannel, Command, OFFLINE, ONLINE, STOPPED, StatsReport};
+use super::{CameraChannel, Command, Extras, Listener, OFFLINE, ONLINE, STOPPED, StatsReport};
 use crate::daemon::config::MqttSettings;
 use crate::daemon::tls;
 
@@ -89,6 +89,7 @@ pub(super) struct Link {
     stats: StatsReport,
     stats_interval: Duration,
     stats_due: Instant,
+    listeners: Vec<Listener>,
 }
 
 enum Step {
@@ -103,9 +104,14 @@ impl Link {
         cameras: Vec<CameraChannel>,
         discovery: Option<Discovery>,
         shared: Arc<Shared>,
-        (info, stats): (serde_json::Value, StatsReport),
-        largest: usize,
+        extras: Extras,
     ) -> Link {
+        let Extras {
+            info,
+            stats,
+            largest,
+            listeners,
+        } = extras;
         // Room for a full queue of captions (four messages each) plus discovery and states, so that handing over
         // never blocks.
         let capacity = mqtt.queue_limit * 4 + cameras.len() * 8 + 16;
@@ -136,6 +142,7 @@ impl Link {
             stats,
             stats_interval: mqtt.stats_interval,
             stats_due: Instant::now() + mqtt.stats_interval,
+            listeners,
         }
     }
 
@@ -235,6 +242,7 @@ impl Link {
         if self.discovery.is_some() {
             subscriptions.push(self.topics.home_assistant_status());
         }
+        subscriptions.extend(self.listeners.iter().map(|l| l.topic.clone()));
         for topic in subscriptions {
             if let Err(e) = self.client.try_subscribe(&topic, QoS::AtLeastOnce) {
                 log::error!(topic = topic; "cannot subscribe: {e}");
@@ -352,6 +360,17 @@ impl Link {
     }
 
     fn on_message(&mut self, topic: &str, payload: &[u8], retained: bool) {
+        if let Some(listener) = self.listeners.iter_mut().find(|l| l.topic == topic) {
+            if retained {
+                log::debug!(topic = topic; "ignoring a retained message: it is old news");
+            } else if payload.len() > listener.max_bytes {
+                log::warn!(topic = topic, bytes = payload.len(), limit = listener.max_bytes;
+                    "ignoring an oversized message");
+            } else {
+                (listener.deliver)(payload);
+            }
+            return;
+        }
         let (camera, command) = match inbound::interpret(&self.topics, topic, payload, retained) {
             Inbound::HomeAssistantOnline => {
                 log::info!("Home Assistant is online: publishing discovery again");

@@ -12,8 +12,8 @@
 //! to Home Assistant's 255 characters), `<base>/<camera>/set` (`capture`, `ON`, `OFF`) and `<base>/<camera>/state`
 //! (`ON`, `OFF`); Home Assistant's discovery messages (`discovery`) under its prefix.
 
-use std::sync::Arc;
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -47,6 +47,27 @@ pub enum Command {
     Capture,
     Pause,
     Resume,
+}
+
+/// Another topic the daemon subscribes to, and what takes its messages (Frigate's events); retained messages
+/// are ignored (they are old news), and those over `max_bytes` dropped with a warning.
+pub struct Listener {
+    pub topic: String,
+    pub max_bytes: usize,
+    pub deliver: Deliver,
+}
+
+/// What takes a listener's messages.
+pub type Deliver = Box<dyn FnMut(&[u8]) + Send>;
+
+/// What the connection thread publishes and hears beside captions and commands.
+struct Extras {
+    /// `<base>/info`'s payload, retained on every new session.
+    info: serde_json::Value,
+    stats: StatsReport,
+    /// The largest payload the daemon sends (a picture), for the client's packet limit.
+    largest: usize,
+    listeners: Vec<Listener>,
 }
 
 /// `<base>/stats`'s payload, given the captions waiting for the broker.
@@ -88,6 +109,7 @@ impl Publisher {
         info: serde_json::Value,
         commands: Vec<Sender<Command>>,
         stats: StatsReport,
+        listeners: Vec<Listener>,
     ) -> Result<Publisher> {
         let cameras: Vec<CameraChannel> = settings
             .cameras
@@ -122,8 +144,12 @@ impl Publisher {
             cameras.clone(),
             discovery,
             Arc::clone(&shared),
-            (info, stats),
-            ha.picture.map_or(0, |picture| picture.max_bytes),
+            Extras {
+                info,
+                stats,
+                largest: ha.picture.map_or(0, |picture| picture.max_bytes),
+                listeners,
+            },
         );
         let thread_shared = Arc::clone(&shared);
         let thread = thread::Builder::new()
@@ -184,6 +210,31 @@ impl Publisher {
             }
             messages.push(message(topic, picture, true));
         }
+        Some(self.hand_over(outbox, messages))
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Hands one message (QoS 1, not retained) to the connection thread, queued with the captions while the
+    /// broker is unreachable.
+    pub fn publish_record(&self, topic: String, payload: Vec<u8>) -> Delivery {
+        let mut outbox = self.shared.outbox();
+        let caption = outbox.next_caption;
+        outbox.next_caption += 1;
+        let message = Message {
+            caption,
+            topic,
+            payload,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        };
+        self.hand_over(outbox, vec![message])
+    }
+
+    /// Queues one caption's messages and wakes the connection thread.
+    fn hand_over(&self, mut outbox: MutexGuard<'_, Outbox>, messages: Vec<Message>) -> Delivery {
         outbox.push_back(messages, self.queue_limit);
         let delivery = if outbox.connected {
             Delivery::Published
@@ -194,7 +245,7 @@ impl Publisher {
             }
         };
         self.shared.wake.notify_all();
-        Some(delivery)
+        delivery
     }
 
     /// Stops passing commands on: the camera threads end once their channel is closed.

@@ -51,6 +51,10 @@ impl Topics {
     pub fn picture(&self, camera: &str) -> String {
         format!("{}/{camera}/picture", self.base)
     }
+    /// A Frigate camera's captions, apart from the daemon's own cameras.
+    pub fn frigate_caption(&self, camera: &str) -> String {
+        format!("{}/frigate/{camera}/caption", self.base)
+    }
     pub fn set(&self, camera: &str) -> String {
         format!("{}/{camera}/set", self.base)
     }

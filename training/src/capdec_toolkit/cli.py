@@ -1,4 +1,5 @@
-"""`capdec-toolkit`: export, train, reference, fixture, metric-goldens, demo, realsize, bench, api-clients."""
+"""`capdec-toolkit`: export, train, reference, fixture, metric-goldens, demo, realsize, bench, api-clients,
+api-bench."""
 
 from __future__ import annotations
 
@@ -191,6 +192,18 @@ def cmd_api_clients(args: argparse.Namespace) -> None:
     print(json.dumps(run(args.url.rstrip("/"), args.image, args.token)))
 
 
+def cmd_api_bench(args: argparse.Namespace) -> None:
+    from .bench.api_load import run, table
+
+    if not args.image.is_file():
+        raise FileNotFoundError(f"{args.image}: no such picture")
+    counts = [int(count) for count in args.clients.split(",")]
+    results = [run(args.url.rstrip("/"), args.image, count, args.seconds) for count in counts]
+    print(table(args.label, results), flush=True)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=1) + "\n")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="capdec-toolkit", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -296,6 +309,17 @@ def parser() -> argparse.ArgumentParser:
     clients.add_argument("--image", required=True, type=Path, help="the picture to caption")
     clients.add_argument("--token", help="the API's bearer token, where it has one")
     clients.set_defaults(run=cmd_api_clients)
+
+    load = commands.add_parser(
+        "api-bench", help="latency and throughput of a running daemon's /api/generate (scripts/api-bench)"
+    )
+    load.add_argument("--url", required=True, help="the daemon's API, e.g. http://127.0.0.1:11434")
+    load.add_argument("--image", type=Path, default=Path("tests/data/images/chelsea.png"))
+    load.add_argument("--clients", default="1,4", help="concurrent clients, one run each, comma-separated")
+    load.add_argument("--seconds", type=float, default=20.0, help="each run's length")
+    load.add_argument("--label", default="daemon", help="the table's heading")
+    load.add_argument("--json-out", type=Path, help="also write the raw results here")
+    load.set_defaults(run=cmd_api_bench)
     return root
 
 
