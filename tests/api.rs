@@ -10,7 +10,6 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
-use std::time::Duration;
 
 use base64::Engine;
 use mqtt::{Broker, Daemon, Subscriber, config, free_port, repo, scratch};
@@ -305,13 +304,13 @@ fn bad_requests_get_their_status_and_the_cameras_go_on() {
 
     // A client that sends half its body holds the only place (queue_limit = 1): the next request is told to
     // come back, and the slow one is answered 408 after timeout_s.
+    daemon.forget_log();
     let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let head = format!(
         "POST /api/generate HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 1000\r\n\r\n{{\"model\""
     );
     slow.write_all(head.as_bytes()).unwrap();
-    daemon.forget_log();
-    thread::sleep(Duration::from_millis(300));
+    daemon.wait_for_log(&["request taken, reading its body"]);
     let busy = call(
         port,
         "POST",
@@ -404,4 +403,33 @@ fn concurrent_clients_each_get_their_caption() {
             break;
         }
     }
+}
+
+#[test]
+fn a_caption_later_than_timeout_s_is_a_gateway_timeout() {
+    let dir = scratch("api-timeout");
+    let (_broker, sub, _daemon, port) = start(&dir, "timeout_s = 0.25");
+    // Decoding 81 megapixels takes longer than the request may: its caption cannot come in time.
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(9000, 9000, image::Rgb([90, 160, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let late = call(port, "POST", "/api/generate", "", &generate_body(&png));
+    assert_eq!(late.status, 504, "{}", late.body);
+    assert!(
+        late.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no caption within 0.25 s"),
+        "{}",
+        late.body
+    );
+    loop {
+        let stats = sub.next_on("test/capdec/stats").json();
+        if stats["api"]["timed_out"] == 1 {
+            assert_eq!(stats["api"]["answered"], 0, "{stats}");
+            break;
+        }
+    }
+    camera_keeps_publishing(&sub, 1);
 }

@@ -275,10 +275,25 @@ impl Captioner {
 
     /// Preprocess, encode and normalise: the embedding the scene gate compares and the mapper takes.
     pub fn encode(&self, image: &RgbImage) -> Result<Encoded> {
-        let mut timings = Timings::default();
-        let pixels = timed(&mut timings.preprocess, || self.preprocess(image));
+        let mut preprocess_ms = 0.0;
+        let pixels = timed(&mut preprocess_ms, || self.preprocess(image));
+        self.encode_pixels(pixels, preprocess_ms)
+    }
+
+    /// `encode` of a picture preprocessed elsewhere (`preprocessor()`, off the captioning thread), which took
+    /// `preprocess_ms`.
+    pub fn encode_pixels(&self, pixels: Vec<f32>, preprocess_ms: f64) -> Result<Encoded> {
+        let mut timings = Timings {
+            preprocess: preprocess_ms,
+            ..Timings::default()
+        };
         let embedding = timed(&mut timings.encode, || self.embed(pixels))?;
         Ok(Encoded { embedding, timings })
+    }
+
+    /// What turns a picture into the encoder's input, for whoever prepares pictures on other threads.
+    pub(crate) fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
     }
 
     /// Map and decode: the caption of an encoded picture, with the time of every stage.

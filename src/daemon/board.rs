@@ -5,12 +5,26 @@
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use image::RgbImage;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::cameras::Trigger;
 use crate::caption::captioner::Caption;
 use crate::daemon::sources::Frame;
+
+/// Why a camera's picture was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Trigger {
+    Interval,
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Interval => "interval",
+            Trigger::Manual => "manual",
+        }
+    }
+}
 
 /// A camera's picture waiting for the captioner.
 pub(super) struct Job {
@@ -19,11 +33,22 @@ pub(super) struct Job {
     pub capture_ms: f64,
 }
 
-/// Pictures sent to the HTTP API, captioned together and answered on `reply`.
+/// Pictures sent to the HTTP API or fetched for a Frigate event, captioned together and answered on `reply`.
+/// They come preprocessed (the encoder's input, a fraction of a decoded picture's memory), so that what waits
+/// here is small whatever was sent.
 pub(crate) struct Request {
-    pub images: Vec<RgbImage>,
-    /// One caption per image, in their order; dropped unanswered when the daemon stops.
+    pub pictures: Vec<Prepared>,
+    /// One caption per picture, in their order; dropped unanswered when the daemon stops.
     pub reply: oneshot::Sender<anyhow::Result<Vec<Caption>>>,
+    /// The API's place, held until the captioner is done with the request: a client that gave up does not
+    /// free it while its pictures still wait here.
+    pub place: Option<OwnedSemaphorePermit>,
+}
+
+/// A picture as the encoder takes it, and the time its preprocessing took.
+pub(crate) struct Prepared {
+    pub pixels: Vec<f32>,
+    pub preprocess_ms: f64,
 }
 
 /// What the captioner is given next.
@@ -141,7 +166,7 @@ mod tests {
     fn job(trigger: Trigger) -> Job {
         Job {
             frame: Frame {
-                image: RgbImage::new(1, 1),
+                image: image::RgbImage::new(1, 1),
                 origin: String::new(),
                 taken_at: std::time::SystemTime::now(),
             },
@@ -153,8 +178,9 @@ mod tests {
     fn request() -> (Request, oneshot::Receiver<anyhow::Result<Vec<Caption>>>) {
         let (reply, answer) = oneshot::channel();
         let request = Request {
-            images: vec![RgbImage::new(1, 1)],
+            pictures: Vec::new(),
             reply,
+            place: None,
         };
         (request, answer)
     }

@@ -5,7 +5,7 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use super::board::{Board, Job};
+use super::board::{Board, Job, Trigger};
 use super::stats::Stats;
 use crate::caption::captioner::timed;
 use crate::daemon::publish::Command;
@@ -13,22 +13,6 @@ use crate::daemon::sources::FrameSource;
 
 /// Longest wait between attempts on a failing source.
 const MAX_SOURCE_BACKOFF: Duration = Duration::from_secs(60);
-
-/// Why a picture was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Trigger {
-    Interval,
-    Manual,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Interval => "interval",
-            Trigger::Manual => "manual",
-        }
-    }
-}
 
 /// Where a camera leaves its pictures and counts its failures.
 pub(super) struct Place<'a> {

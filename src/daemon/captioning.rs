@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::board::{Board, Job, Request, Work};
-use super::cameras::Trigger;
+use super::board::{Board, Job, Request, Trigger, Work};
 use super::picture;
 use super::stats::{Skipped, Stats};
 use crate::caption::captioner::Model;
@@ -135,16 +134,28 @@ fn answer(model: &Model, request: Request) {
         log::debug!("API request dropped: its client stopped waiting");
         return;
     }
-    let captions: Result<Vec<_>> = request
-        .images
-        .iter()
-        .map(|image| model.captioner.caption(image, &model.search))
-        .collect();
+    let captioner = &model.captioner;
+    let mut captions = Vec::with_capacity(request.pictures.len());
+    for picture in request.pictures {
+        // A client that gave up in the middle of many pictures costs no more of them.
+        if request.reply.is_closed() {
+            log::debug!("API request dropped: its client stopped waiting");
+            return;
+        }
+        captions.push(
+            captioner
+                .encode_pixels(picture.pixels, picture.preprocess_ms)
+                .and_then(|encoded| captioner.finish(&encoded, &model.search)),
+        );
+    }
+    let captions: Result<Vec<_>> = captions.into_iter().collect();
     if let Err(error) = &captions {
         log::error!("captioning an API request failed: {error:#}");
     }
     // A client that stopped waiting in the meantime has been answered already (a timeout).
     let _ = request.reply.send(captions);
+    // Only now may the API take another request in its place.
+    drop(request.place);
 }
 
 /// A camera's caption, to publish.

@@ -34,7 +34,7 @@ use board::Board;
 use captioning::CameraPlan;
 use config::Settings;
 use publish::Publisher;
-use stats::Stats;
+use stats::{Queues, Stats};
 
 /// How long the MQTT connection gets, at exit, to deliver what is queued and say `stopped`.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -151,7 +151,7 @@ fn serve(settings: &Settings, model: Model) -> Result<()> {
 
     let board = Arc::new(Board::new(settings.cameras.len()));
     let names: Vec<String> = settings.cameras.iter().map(|c| c.name.clone()).collect();
-    let stats = Arc::new(Stats::new(&names, Arc::clone(&board)));
+    let stats = Arc::new(Stats::new(&names));
     let mut commands = Vec::new();
     let mut plans = Vec::new();
     for (index, camera) in settings.cameras.iter().enumerate() {
@@ -204,18 +204,25 @@ fn serve(settings: &Settings, model: Model) -> Result<()> {
         }
         None => (Vec::new(), None),
     };
-    let reporter = Arc::clone(&stats);
+    let (reporter, waiting) = (Arc::clone(&stats), Arc::clone(&board));
     let publisher = Arc::new(Publisher::start(
         settings,
         model.name(),
         info,
         commands,
-        Box::new(move |mqtt_waiting| reporter.snapshot(mqtt_waiting)),
+        Box::new(move |mqtt_waiting, mqtt_unconfirmed| {
+            reporter.snapshot(Queues {
+                captioner_waiting: waiting.waiting_requests(),
+                mqtt_waiting,
+                mqtt_unconfirmed,
+            })
+        }),
         listeners,
     )?);
     if let Some(frigate) = frigate {
         frigate.start(
             Arc::clone(&board),
+            model.captioner.preprocessor().clone(),
             Arc::downgrade(&publisher),
             Arc::clone(&stats),
         )?;

@@ -1,13 +1,12 @@
 //! What the daemon has done since it started, counted where it happens (the captioner, the cameras, the API)
 //! and published every `mqtt.stats_interval_s` on `<base>/stats`, in the manner of Frigate's `frigate/stats`.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::board::Board;
 use crate::memory;
 
 /// Why a camera's picture got no caption.
@@ -17,6 +16,17 @@ pub(super) enum Skipped {
     Unchanged,
     /// `max_captions_per_minute` reached.
     RateLimit,
+}
+
+/// How much waits, where.
+#[derive(Debug, Serialize)]
+pub(super) struct Queues {
+    /// API requests and Frigate events waiting for the captioner.
+    pub captioner_waiting: usize,
+    /// Captions waiting for the broker.
+    pub mqtt_waiting: usize,
+    /// Caption messages handed to the broker and not confirmed yet.
+    pub mqtt_unconfirmed: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -87,15 +97,13 @@ struct Counts {
 
 pub(super) struct Stats {
     started: Instant,
-    board: Arc<Board>,
     counts: Mutex<Counts>,
 }
 
 impl Stats {
-    pub fn new(cameras: &[String], board: Arc<Board>) -> Stats {
+    pub fn new(cameras: &[String]) -> Stats {
         Stats {
             started: Instant::now(),
-            board,
             counts: Mutex::new(Counts {
                 cameras: cameras
                     .iter()
@@ -175,8 +183,8 @@ impl Stats {
         frigate.latency_ms.record(ms);
     }
 
-    /// The `<base>/stats` payload; `mqtt_waiting` is the captions waiting for the broker.
-    pub fn snapshot(&self, mqtt_waiting: usize) -> Value {
+    /// The `<base>/stats` payload, with the queues' depths.
+    pub fn snapshot(&self, queues: Queues) -> Value {
         let counts = self.counts();
         let cameras: serde_json::Map<String, Value> = counts
             .cameras
@@ -188,10 +196,7 @@ impl Stats {
             "cameras": cameras,
             "api": counts.api,
             "frigate": counts.frigate,
-            "queues": {
-                "api_waiting": self.board.waiting_requests(),
-                "mqtt_waiting": mqtt_waiting,
-            },
+            "queues": queues,
             "memory": {
                 "rss_mb": memory::resident_mb(),
                 "peak_rss_mb": memory::peak_resident_mb(),
@@ -206,7 +211,7 @@ mod tests {
 
     #[test]
     fn counts_and_latencies_per_camera_and_for_the_api() {
-        let stats = Stats::new(&["porch".into(), "yard".into()], Arc::new(Board::new(2)));
+        let stats = Stats::new(&["porch".into(), "yard".into()]);
         stats.captioned(0, 100.0);
         stats.captioned(0, 300.0);
         stats.skipped(0, Skipped::Unchanged);
@@ -217,7 +222,11 @@ mod tests {
         for status in [503, 503, 408, 504, 400, 401] {
             stats.api_refused(status);
         }
-        let snapshot = stats.snapshot(7);
+        let snapshot = stats.snapshot(Queues {
+            captioner_waiting: 1,
+            mqtt_waiting: 7,
+            mqtt_unconfirmed: 2,
+        });
         let porch = &snapshot["cameras"]["porch"];
         assert_eq!(porch["captions"], 2);
         assert_eq!(porch["skipped_unchanged"], 1);
@@ -240,7 +249,7 @@ mod tests {
         assert_eq!((&api["timed_out"], &api["refused"]), (&json!(2), &json!(2)));
         assert_eq!(
             snapshot["queues"],
-            json!({"api_waiting": 0, "mqtt_waiting": 7})
+            json!({"captioner_waiting": 1, "mqtt_waiting": 7, "mqtt_unconfirmed": 2})
         );
         assert!(snapshot["memory"]["rss_mb"].as_f64().unwrap() > 0.0);
         assert!(snapshot["uptime_s"].is_u64());

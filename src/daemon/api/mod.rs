@@ -5,9 +5,10 @@
 //!
 //! hyper serves HTTP/1 on a tokio runtime of the API's own thread. A request's pictures are decoded there (on
 //! tokio's blocking threads) and handed to the one captioner through the board (`board`), where they take their
-//! turn with the cameras. At most `queue_limit` requests are taken at once, from their first body byte to their
-//! answer, so memory stays bounded (`queue_limit` bodies of `max_body_mb`); one more is answered 503 with
-//! `Retry-After` at once. A body over the limit is 413, a picture that does not decode 400 with the reason, a
+//! turn with the cameras. At most `queue_limit` requests are taken at once, from their first body byte until the
+//! captioner is done with them, so memory stays bounded (`queue_limit` bodies of `max_body_mb`, one picture
+//! decoded at a time, the rest kept as the encoder's small input); one more is answered 503 with `Retry-After`
+//! at once. A body over the limit is 413, a picture that does not decode 400 with the reason, a
 //! body that does not arrive within `timeout_s` 408 and a caption that does not 504.
 
 use std::convert::Infallible;
@@ -26,7 +27,7 @@ use hyper::service::service_fn;
 use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 mod ollama;
 mod openai;
@@ -36,6 +37,7 @@ use super::board::{Board, Request};
 use super::stats::Stats;
 use crate::bundle;
 use crate::caption::captioner::{Caption, Model};
+use crate::caption::preprocess::Preprocessor;
 use crate::daemon::config::{ApiSettings, Secret};
 
 /// The one model every name answers for: CapDec has no others to choose from.
@@ -43,8 +45,11 @@ const MODEL_NAME: &str = "capdec";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 64;
-/// Pictures in one request: a GenAI caller sends a handful of frames of one object, not a film.
+/// Pictures captioned of one request: a GenAI caller sends a handful of frames of one moment; of more, an
+/// evenly spaced few are captioned.
 const MAX_PICTURES: usize = 16;
+/// The bodies of `/api/show` and `/api/pull`: a model's name.
+const SMALL_BODY: u64 = 64 * 1024;
 
 pub(super) type Response = hyper::Response<Full<Bytes>>;
 
@@ -82,6 +87,8 @@ impl ApiServer {
             about: About::of(model),
             completions: AtomicU64::new(0),
             stats,
+            preprocessor: model.captioner.preprocessor().clone(),
+            decoding: Arc::new(Semaphore::new(1)),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -168,6 +175,10 @@ struct State {
     /// Numbers OpenAI's completion ids.
     completions: AtomicU64,
     stats: Arc<Stats>,
+    /// Turns each picture into the encoder's input as soon as it is decoded.
+    preprocessor: Preprocessor,
+    /// One picture decoded at a time across the API: a decoded picture may take hundreds of MB.
+    decoding: Arc<Semaphore>,
 }
 
 /// The model as `/api/tags`, `/api/show` and `/v1/models` describe it.
@@ -220,6 +231,8 @@ pub(super) struct Failure {
     pub message: String,
     /// Seconds, for 503.
     pub retry_after: Option<u64>,
+    /// The method the path takes, for 405.
+    pub allow: Option<&'static str>,
 }
 
 impl Failure {
@@ -228,6 +241,7 @@ impl Failure {
             status,
             message: message.into(),
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -285,8 +299,8 @@ enum Endpoint {
 /// What the request's head allows.
 enum Admitted {
     Answered(Response),
-    /// Its body is to be read; the permit is its place among `queue_limit`.
-    Read(Endpoint, tokio::sync::OwnedSemaphorePermit),
+    /// Its body is to be read; a caption's request holds its place among `queue_limit`.
+    Read(Endpoint, Option<OwnedSemaphorePermit>),
 }
 
 /// Which API a path belongs to, for the shape of its errors.
@@ -313,7 +327,6 @@ impl State {
                 let ms = arrived.elapsed().as_secs_f64() * 1e3;
                 // The pictures' answers are the API's captions, logged as the cameras' are; the rest is chatter.
                 let level = if method == Method::POST {
-                    self.stats.api_answered(ms);
                     log::Level::Info
                 } else {
                     log::Level::Debug
@@ -339,6 +352,11 @@ impl State {
                         .headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 }
+                if let Some(allow) = failure.allow {
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(allow));
+                }
                 if failure.status == StatusCode::UNAUTHORIZED {
                     response
                         .headers_mut()
@@ -355,16 +373,21 @@ impl State {
         arrived: Instant,
     ) -> Result<Response, Failure> {
         let (parts, body) = request.into_parts();
-        let (endpoint, _taken) = match self.admit(&parts) {
+        let (endpoint, place) = match self.admit(&parts) {
             Ok(Admitted::Answered(response)) => return Ok(response),
-            Ok(Admitted::Read(endpoint, taken)) => (endpoint, taken),
+            Ok(Admitted::Read(endpoint, place)) => (endpoint, place),
             Err(failure) => {
                 // Read past, so that the client hears the refusal instead of a connection reset mid-upload.
                 self.drain(body).await;
                 return Err(failure);
             }
         };
-        let body = self.body(&parts, body).await?;
+        let limit = if place.is_some() {
+            self.max_body_bytes
+        } else {
+            SMALL_BODY
+        };
+        let body = self.body(&parts, body, limit).await?;
         match endpoint {
             Endpoint::Show => Ok(json(
                 StatusCode::OK,
@@ -372,22 +395,25 @@ impl State {
             )),
             Endpoint::Pull => ollama::pull(&body),
             Endpoint::Generate => {
-                let (ask, prompt) = ollama::generate_request(&body)?;
+                let (mut ask, prompt) = ollama::generate_request(&body)?;
+                drop(body);
                 if ask.pictures.is_empty() && prompt.trim().is_empty() {
                     // Ollama's way to load a model ahead of use: ours is always loaded.
                     return Ok(ollama::loaded(&ask.model));
                 }
-                let answer = self.caption(&ask, arrived).await?;
+                let answer = self.caption(&mut ask, place, arrived).await?;
                 Ok(ollama::generate_response(&ask, &answer))
             }
             Endpoint::Chat => {
-                let ask = ollama::chat_request(&body)?;
-                let answer = self.caption(&ask, arrived).await?;
+                let mut ask = ollama::chat_request(&body)?;
+                drop(body);
+                let answer = self.caption(&mut ask, place, arrived).await?;
                 Ok(ollama::chat_response(&ask, &answer))
             }
             Endpoint::Completions => {
-                let (ask, usage) = openai::completion_request(&body)?;
-                let answer = self.caption(&ask, arrived).await?;
+                let (mut ask, usage) = openai::completion_request(&body)?;
+                drop(body);
+                let answer = self.caption(&mut ask, place, arrived).await?;
                 let number = self.completions.fetch_add(1, Ordering::Relaxed);
                 Ok(openai::completion_response(&ask, &answer, number, usage))
             }
@@ -436,8 +462,15 @@ impl State {
         if method != Method::POST {
             return Err(wrong_method(method, path, "POST"));
         }
+        if matches!(endpoint, Endpoint::Show | Endpoint::Pull) {
+            // Small bodies and no caption: they need no place, and a busy captioner does not refuse them.
+            return Ok(Admitted::Read(endpoint, None));
+        }
         match Arc::clone(&self.taken).try_acquire_owned() {
-            Ok(taken) => Ok(Admitted::Read(endpoint, taken)),
+            Ok(place) => {
+                log::debug!(path; "[api]: request taken, reading its body");
+                Ok(Admitted::Read(endpoint, Some(place)))
+            }
             Err(_) => Err(self.busy()),
         }
     }
@@ -496,8 +529,8 @@ impl State {
         &self,
         parts: &hyper::http::request::Parts,
         body: Incoming,
+        limit: u64,
     ) -> Result<Bytes, Failure> {
-        let limit = self.max_body_bytes;
         let too_large = |size: String| {
             Failure::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -533,51 +566,100 @@ impl State {
         }
     }
 
-    /// The caption of a request's pictures: decoded here, captioned in their turn on the board.
-    async fn caption(&self, ask: &Ask, arrived: Instant) -> Result<Answer, Failure> {
+    /// The caption of a request's pictures: decoded and preprocessed here, one picture at a time across the API
+    /// (decoding may take hundreds of MB), then captioned in their turn on the board, holding `place` until the
+    /// captioner is done with them.
+    async fn caption(
+        &self,
+        ask: &mut Ask,
+        place: Option<OwnedSemaphorePermit>,
+        arrived: Instant,
+    ) -> Result<Answer, Failure> {
         if ask.pictures.is_empty() {
             return Err(Failure::bad_request(
                 "no picture: capdec captions pictures (CapDec is not promptable), so send one \
                  (Ollama: `images`, base64; OpenAI: an `image_url` part with a data: URL)",
             ));
         }
-        if ask.pictures.len() > MAX_PICTURES {
-            return Err(Failure::bad_request(format!(
-                "{} pictures in one request; at most {MAX_PICTURES} are captioned together",
-                ask.pictures.len()
-            )));
+        let sent = ask.pictures.len();
+        let pictures = spaced(std::mem::take(&mut ask.pictures), MAX_PICTURES);
+        if pictures.len() < sent {
+            log::debug!(sent, captioned = pictures.len(); "[api]: many pictures: an evenly spaced few captioned");
         }
-        let pictures = ask.pictures.clone();
-        let images = tokio::task::spawn_blocking(move || pictures::decode_all(&pictures))
-            .await
-            .map_err(|error| {
-                Failure::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("decoding the pictures failed: {error}"),
-                )
-            })??;
-        let (reply, answer) = oneshot::channel();
-        let waiting = self.board.waiting_requests();
-        if self.board.submit(Request { images, reply }).is_err() {
-            return Err(stopping());
-        }
-        let left = self.timeout.saturating_sub(arrived.elapsed());
-        match tokio::time::timeout(left, answer).await {
-            Err(_) => Err(Failure::new(
+        let left = || self.timeout.saturating_sub(arrived.elapsed());
+        let late = || {
+            Failure::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
-                    "no caption within {} s (api.timeout_s); {waiting} requests were waiting before it",
-                    self.timeout.as_secs_f64()
+                    "no caption within {} s (api.timeout_s); {} requests are waiting for the captioner",
+                    self.timeout.as_secs_f64(),
+                    self.board.waiting_requests()
                 ),
-            )),
+            )
+        };
+        let (preprocessor, decoding) = (self.preprocessor.clone(), Arc::clone(&self.decoding));
+        let prepared = tokio::time::timeout(left(), async move {
+            // The turn goes with the blocking task, so that a request that timed out still holds it until its
+            // decoding has really ended.
+            let turn = decoding.acquire_owned().await;
+            tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                pictures::prepare_all(&pictures, &preprocessor)
+            })
+            .await
+        })
+        .await;
+        let prepared = match prepared {
+            Err(_) => return Err(late()),
+            Ok(Err(error)) => {
+                return Err(Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("decoding the pictures failed: {error}"),
+                ));
+            }
+            Ok(Ok(prepared)) => prepared?,
+        };
+        if left().is_zero() {
+            return Err(late());
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            pictures: prepared,
+            reply,
+            place,
+        };
+        if self.board.submit(request).is_err() {
+            return Err(stopping());
+        }
+        match tokio::time::timeout(left(), answer).await {
+            Err(_) => Err(late()),
             Ok(Err(_)) => Err(stopping()),
             Ok(Ok(Err(error))) => Err(Failure::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("captioning failed: {error:#}"),
             )),
-            Ok(Ok(Ok(captions))) => Ok(Answer::of(&captions, arrived)),
+            Ok(Ok(Ok(captions))) => {
+                let answer = Answer::of(&captions, arrived);
+                self.stats.api_answered(answer.total.as_secs_f64() * 1e3);
+                Ok(answer)
+            }
         }
     }
+}
+
+/// At most `most` of `items`, evenly spaced, the first and the last kept: a caller's frames of one moment.
+fn spaced<T>(items: Vec<T>, most: usize) -> Vec<T> {
+    let count = items.len();
+    if count <= most || most < 2 {
+        return items.into_iter().take(most.max(1)).collect();
+    }
+    let kept: std::collections::BTreeSet<usize> =
+        (0..most).map(|k| k * (count - 1) / (most - 1)).collect();
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, item)| kept.contains(&index).then_some(item))
+        .collect()
 }
 
 fn stopping() -> Failure {
@@ -587,11 +669,14 @@ fn stopping() -> Failure {
     )
 }
 
-fn wrong_method(method: &Method, path: &str, allowed: &str) -> Failure {
-    Failure::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("{path} takes {allowed}, not {method}"),
-    )
+fn wrong_method(method: &Method, path: &str, allowed: &'static str) -> Failure {
+    Failure {
+        allow: Some(allowed),
+        ..Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} takes {allowed}, not {method}"),
+        )
+    }
 }
 
 /// Compares every byte whatever the first difference, so that the time taken does not tell how much matched.
@@ -652,4 +737,31 @@ pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Fa
             "the request body is not what was expected: {error}"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn of_many_pictures_an_evenly_spaced_few_with_the_first_and_the_last() {
+        let all: Vec<usize> = (0..40).collect();
+        let kept = spaced(all, 16);
+        assert_eq!(kept.len(), 16);
+        assert_eq!((kept[0], kept[15]), (0, 39));
+        assert!(
+            kept.windows(2)
+                .all(|pair| (2..=3).contains(&(pair[1] - pair[0]))),
+            "{kept:?}"
+        );
+        assert_eq!(spaced(vec![1, 2, 3], 16), [1, 2, 3]);
+        assert_eq!(spaced(vec![1, 2, 3], 1), [1]);
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"token", b"token"));
+        assert!(!same_secret(b"token", b"tokeN"));
+        assert!(!same_secret(b"tok", b"token"));
+    }
 }

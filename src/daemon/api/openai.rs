@@ -28,15 +28,8 @@ struct StreamOptions {
 
 #[derive(Deserialize)]
 struct Message {
-    content: Option<Content>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Content {
-    // Read to tell a plain string from parts; a text-only message has no picture to caption.
-    Text(#[allow(dead_code)] String),
-    Parts(Vec<Part>),
+    /// A string (text only, no picture) or a list of parts.
+    content: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -57,24 +50,28 @@ enum ImageUrl {
     Plain(String),
 }
 
-/// Whether the stream ends with a chunk of token counts.
-pub(super) struct Usage(bool);
+/// What the answer should carry beside the caption.
+pub(super) struct Usage {
+    /// The stream ends with a chunk of token counts.
+    include_usage: bool,
+}
 
 /// The pictures of the last message that has any.
 pub(super) fn completion_request(body: &[u8]) -> Result<(Ask, Usage), Failure> {
     let request: CompletionRequest = parse(body)?;
     let mut pictures = Vec::new();
-    for (message, m) in request.messages.iter().enumerate().rev() {
-        let Some(Content::Parts(parts)) = &m.content else {
+    for (message, m) in request.messages.into_iter().enumerate().rev() {
+        let Some(content @ serde_json::Value::Array(_)) = m.content else {
             continue;
         };
-        for (index, part) in parts.iter().enumerate() {
+        let parts: Vec<Part> = serde_json::from_value(content).map_err(|error| {
+            Failure::bad_request(format!("messages[{message}].content: {error}"))
+        })?;
+        for (index, part) in parts.into_iter().enumerate() {
             let Part::ImageUrl { image_url } = part else {
                 continue;
             };
-            let url = match image_url {
-                ImageUrl::Object { url } | ImageUrl::Plain(url) => url,
-            };
+            let (ImageUrl::Object { url } | ImageUrl::Plain(url)) = image_url;
             let place = format!("messages[{message}].content[{index}].image_url");
             if !url.starts_with("data:") {
                 return Err(Failure::bad_request(format!(
@@ -82,13 +79,15 @@ pub(super) fn completion_request(body: &[u8]) -> Result<(Ask, Usage), Failure> {
                      fetches nothing from the network"
                 )));
             }
-            pictures.push((place, url.clone()));
+            pictures.push((place, url));
         }
         if !pictures.is_empty() {
             break;
         }
     }
-    let usage = Usage(request.stream_options.is_some_and(|o| o.include_usage));
+    let usage = Usage {
+        include_usage: request.stream_options.is_some_and(|o| o.include_usage),
+    };
     let ask = Ask {
         model: request.model,
         pictures,
@@ -150,7 +149,7 @@ pub(super) fn completion_response(
         }])),
         chunk(json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}])),
     ];
-    if usage.0 {
+    if usage.include_usage {
         let mut last = chunk(json!([]));
         last["usage"] = counts;
         events.push(last);

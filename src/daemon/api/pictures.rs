@@ -1,5 +1,5 @@
 //! A request's pictures: base64 text (or a `data:` URL holding it) -> bytes -> an RGB image, with the size
-//! limits of every picture the daemon reads. A picture that does not decode is the client's mistake: 400, with
+//! limits of every picture the daemon reads -> the encoder's input. A picture that does not decode is the client's mistake: 400, with
 //! where it was in the request and why.
 
 use base64::Engine;
@@ -7,7 +7,9 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use image::RgbImage;
 
 use super::Failure;
-use crate::caption::preprocess;
+use crate::caption::captioner::timed;
+use crate::caption::preprocess::{self, Preprocessor};
+use crate::daemon::board::Prepared;
 
 /// Standard base64, with or without its padding: clients differ.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -15,11 +17,23 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Each `(where, text)` decoded, in order; the first that fails is the answer.
-pub(super) fn decode_all(pictures: &[(String, String)]) -> Result<Vec<RgbImage>, Failure> {
+/// Each `(where, text)` decoded and turned into the encoder's input at once, in order, so that one decoded
+/// picture is held at a time; the first that fails is the answer.
+pub(super) fn prepare_all(
+    pictures: &[(String, String)],
+    preprocessor: &Preprocessor,
+) -> Result<Vec<Prepared>, Failure> {
     pictures
         .iter()
-        .map(|(place, text)| decode(place, text))
+        .map(|(place, text)| {
+            let image = decode(place, text)?;
+            let mut preprocess_ms = 0.0;
+            let pixels = timed(&mut preprocess_ms, || preprocessor.tensor(&image));
+            Ok(Prepared {
+                pixels,
+                preprocess_ms,
+            })
+        })
         .collect()
 }
 

@@ -171,7 +171,11 @@ path = "pictures"
                 "address = \"pi.local\"",
                 "api.address `pi.local` is not an IP address",
             ),
-            ("queue_limit = 0", "api.queue_limit must be at least 1"),
+            ("queue_limit = 0", "api.queue_limit must be from 1 to 1024"),
+            (
+                "queue_limit = 2000",
+                "api.queue_limit must be from 1 to 1024",
+            ),
             (
                 "max_body_mb = 0",
                 "api.max_body_mb must be from 0.001 to 1000",
@@ -236,7 +240,11 @@ path = "pictures"
             ),
             (
                 "url = \"http://f:5000\"\nqueue_limit = 0",
-                "frigate.queue_limit must be at least 1",
+                "frigate.queue_limit must be from 1 to 1024",
+            ),
+            (
+                "url = \"http://u:p@f:5000\"",
+                "frigate.url holds credentials",
             ),
             (
                 "url = \"http://f:5000\"\nsnapshot_height = 5",

@@ -266,8 +266,11 @@ impl Context<'_> {
                 )
             ));
         };
-        if *a.queue_limit.get_ref() == 0 {
-            bail!(file.at(&a.queue_limit, "api.queue_limit must be at least 1"));
+        if !(1..=QUEUE_LIMITS).contains(a.queue_limit.get_ref()) {
+            bail!(file.at(
+                &a.queue_limit,
+                &format!("api.queue_limit must be from 1 to {QUEUE_LIMITS}")
+            ));
         }
         let megabytes = *a.max_body_mb.get_ref();
         if !(0.001..=1000.0).contains(&megabytes) {
@@ -297,6 +300,12 @@ impl Context<'_> {
 
     fn frigate(&self, f: &RawFrigate) -> Result<FrigateSettings> {
         let file = self.file;
+        if f.url.get_ref().contains('@') {
+            bail!(file.at(
+                &f.url,
+                "frigate.url holds credentials: give Frigate's internal API port (5000), which needs none"
+            ));
+        }
         check_url(file, &f.url, "[frigate]", "frigate", &["http"])?;
         topic_level(file, &f.topic_prefix, "frigate.topic_prefix", true)?;
         let phase = match f.phase.get_ref().as_str() {
@@ -318,8 +327,11 @@ impl Context<'_> {
                 )
             ));
         }
-        if *f.queue_limit.get_ref() == 0 {
-            bail!(file.at(&f.queue_limit, "frigate.queue_limit must be at least 1"));
+        if !(1..=QUEUE_LIMITS).contains(f.queue_limit.get_ref()) {
+            bail!(file.at(
+                &f.queue_limit,
+                &format!("frigate.queue_limit must be from 1 to {QUEUE_LIMITS}")
+            ));
         }
         Ok(FrigateSettings {
             url: f.url.get_ref().trim_end_matches('/').to_string(),
@@ -760,6 +772,9 @@ fn qos_level(level: u8) -> QoS {
         _ => QoS::ExactlyOnce,
     }
 }
+
+/// The most requests or events a queue may hold: far beyond what a captioner gets through while a client waits.
+const QUEUE_LIMITS: usize = 1024;
 
 /// From a millisecond (less would spin a thread) to about 31 years (more would overflow the clock's sums).
 const SECONDS: std::ops::RangeInclusive<f64> = 0.001..=1e9;

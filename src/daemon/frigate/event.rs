@@ -102,11 +102,15 @@ impl Filter {
         if !in_phase || object.false_positive {
             return Verdict::Pass;
         }
+        // The id becomes a path segment of Frigate's URLs and the camera a topic level: `.` and `..` must not
+        // become either.
         for (what, value) in [("id", &object.id), ("camera", &object.camera)] {
             let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-            if value.is_empty() || value.len() > 128 || !value.chars().all(fine) {
+            let first = value.starts_with(|c: char| c.is_ascii_alphanumeric());
+            if !first || value.len() > 128 || !value.chars().all(fine) {
                 return Verdict::Invalid(format!(
-                    "a Frigate event whose {what} is not letters, digits, `_`, `-` and `.`: {value:?}"
+                    "a Frigate event whose {what} is not a letter or digit, then letters, digits, `_`, `-` \
+                     and `.`: {value:?}"
                 ));
             }
         }
@@ -282,6 +286,18 @@ mod tests {
             (
                 message("end", "../../api/config", "driveway", "person", &[]),
                 "whose id is not",
+            ),
+            (
+                message("end", "..", "driveway", "person", &[]),
+                "whose id is not",
+            ),
+            (
+                message("end", "", "driveway", "person", &[]),
+                "whose id is not",
+            ),
+            (
+                message("end", "c", ".", "person", &[]),
+                "whose camera is not",
             ),
             (
                 message("end", "b", "drive/way", "person", &[]),

@@ -15,11 +15,11 @@ use tokio::sync::oneshot;
 
 pub(crate) mod event;
 
-use super::board::{Board, Request};
+use super::board::{Board, Prepared, Request};
 use super::publish::{Listener, Publisher};
 use super::stats::Stats;
 use crate::caption::captioner::timed;
-use crate::caption::preprocess;
+use crate::caption::preprocess::{self, Preprocessor};
 use crate::daemon::config::FrigateSettings;
 use event::{Event, Filter, Verdict};
 
@@ -77,6 +77,7 @@ impl Frigate {
     pub fn start(
         self,
         board: Arc<Board>,
+        preprocessor: Preprocessor,
         publisher: Weak<Publisher>,
         stats: Arc<Stats>,
     ) -> Result<()> {
@@ -86,14 +87,17 @@ impl Frigate {
             .spawn(move || {
                 while let Ok(event) = self.events.recv() {
                     let start = Instant::now();
-                    match caption(&client, &board, &event) {
+                    match caption(&client, &board, &preprocessor, &event) {
                         Ok(Some((record, caption))) => {
                             stats.frigate_captioned(start.elapsed().as_secs_f64() * 1e3);
+                                                        // Held only to hand the record over: the daemon's stop must not wait for the
+                            // description's request below.
                             let Some(publisher) = publisher.upgrade() else { return };
                             publisher.publish_record(
                                 publisher.topics().frigate_caption(&event.camera),
                                 record.to_string().into_bytes(),
                             );
+                            drop(publisher);
                             log::info!(event = event.id, camera = event.camera, label = event.label, caption;
                                 "Frigate event captioned");
                             if self.settings.write_description
@@ -120,20 +124,26 @@ impl Frigate {
 fn caption(
     client: &Client,
     board: &Board,
+    preprocessor: &Preprocessor,
     event: &Event,
 ) -> Result<Option<(serde_json::Value, String)>> {
     let mut fetch_ms = 0.0;
     let url = client.snapshot_url(&event.id);
     let bytes = timed(&mut fetch_ms, || client.snapshot(&url))?;
     let image = preprocess::decode_rgb(&bytes, &url, None)?;
+    let mut preprocess_ms = 0.0;
+    let pixels = timed(&mut preprocess_ms, || preprocessor.tensor(&image));
+    drop(image);
     let (reply, answer) = oneshot::channel();
-    if board
-        .submit(Request {
-            images: vec![image],
-            reply,
-        })
-        .is_err()
-    {
+    let request = Request {
+        pictures: vec![Prepared {
+            pixels,
+            preprocess_ms,
+        }],
+        reply,
+        place: None,
+    };
+    if board.submit(request).is_err() {
         return Ok(None);
     }
     let Ok(captions) = answer.blocking_recv() else {

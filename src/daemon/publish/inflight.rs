@@ -46,6 +46,11 @@ impl Inflight {
         }
     }
 
+    /// Caption messages handed to the client and not yet confirmed.
+    pub fn unconfirmed(&self) -> usize {
+        self.unwritten.iter().flatten().count() + self.unacked.len()
+    }
+
     pub fn all_confirmed(&self) -> bool {
         self.unwritten.is_empty() && self.unacked.is_empty()
     }

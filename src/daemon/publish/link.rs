@@ -264,6 +264,18 @@ impl Link {
 
     /// Hands queued captions, changed states, the stats when due and, when stopping, the farewell to the client.
     fn pump(&mut self) {
+        if Instant::now() >= self.stats_due {
+            self.stats_due = Instant::now() + self.stats_interval;
+            let waiting = self.shared.outbox().queue.len();
+            let payload = (self.stats)(waiting, self.inflight.unconfirmed());
+            self.send(
+                &self.topics.stats(),
+                QoS::AtMostOnce,
+                false,
+                payload.to_string().into_bytes(),
+                None,
+            );
+        }
         let (captions, states, stopping) = {
             let mut outbox = self.shared.outbox();
             let backlog = std::mem::take(&mut outbox.queued_offline);
@@ -281,12 +293,6 @@ impl Link {
                 outbox.stopping,
             )
         };
-        if Instant::now() >= self.stats_due && !stopping {
-            self.stats_due = Instant::now() + self.stats_interval;
-            let waiting = self.shared.outbox().queue.len();
-            let payload = (self.stats)(waiting).to_string().into_bytes();
-            self.send(&self.topics.stats(), QoS::AtMostOnce, false, payload, None);
-        }
         for (camera, capturing) in states {
             let payload = if capturing { "ON" } else { "OFF" };
             self.send(

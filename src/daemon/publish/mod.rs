@@ -70,8 +70,9 @@ struct Extras {
     listeners: Vec<Listener>,
 }
 
-/// `<base>/stats`'s payload, given the captions waiting for the broker.
-pub type StatsReport = Box<dyn Fn(usize) -> serde_json::Value + Send>;
+/// `<base>/stats`'s payload, given the captions waiting for the broker and the caption messages it has not
+/// confirmed yet.
+pub type StatsReport = Box<dyn Fn(usize, usize) -> serde_json::Value + Send>;
 
 /// What became of a caption handed to the publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
