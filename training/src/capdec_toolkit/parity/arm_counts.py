@@ -87,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             if core is None:
                 raise SystemExit(f"arm-bench: no aarch64 core `{key}` (arm_parity.CORES)")
             runner = qemu_runner(core, bind, scratch)
+            emulator = runner.prefix[1:]
             runs = []
             for tokens in (short_tokens, long_tokens):
                 out = scratch / f"{key}-{tokens}.counts"
-                runner.prefix = [DYNAMIC_QEMU["aarch64"], "-plugin", f"{args.plugin},out={out}", *runner.prefix[1:]]
+                runner.prefix = [DYNAMIC_QEMU["aarch64"], "-plugin", f"{args.plugin},out={out}", *emulator]
                 command = runner.command(args.binary, [
                     "caption", "--json", "--model", args.bundle, "--precision", args.precision, "--beam", "1",
                     "--max-tokens", str(tokens), args.image,
