@@ -17,25 +17,6 @@ use mqtt::{Broker, Daemon, Subscriber, config, free_port, repo, scratch};
 const PICTURE: &str = "tests/data/images/chelsea.png";
 const TOKEN: &str = "s3cret-token";
 
-/// The caption the daemon's model settings (tests/mqtt's `config`: the fixture, fp32, greedy) give `picture`.
-fn expected_caption(picture: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_capdec"))
-        .args(["caption", "--precision", "fp32", "--beam", "1", "--model"])
-        .arg(repo("models/fixture-tiny"))
-        .arg(picture)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim_end()
-        .to_string()
-}
-
 /// A daemon with a file camera `porch` captioning all the time and the API on a free port.
 fn start(dir: &Path, api: &str) -> (Broker, Subscriber, Daemon, u16) {
     let folder = dir.join("porch.png");
@@ -132,7 +113,7 @@ fn generate_body(picture: &[u8]) -> String {
 fn ollama_and_openai_clients_get_the_caption() {
     let dir = scratch("api-clients");
     let (_broker, sub, _daemon, port) = start(&dir, &format!("bearer_token = \"{TOKEN}\""));
-    let caption = expected_caption(&repo(PICTURE));
+    let caption = mqtt::expected_caption(&repo(PICTURE));
     let out = Command::new(repo("scripts/toolkit"))
         .args(["api-clients", "--url", &format!("http://127.0.0.1:{port}")])
         .args([
@@ -235,7 +216,10 @@ fn bad_requests_get_their_status_and_the_cameras_go_on() {
         &generate_body(&picture),
     );
     assert_eq!(good.status, 200, "{}", good.body);
-    assert_eq!(good.json()["response"], expected_caption(&repo(PICTURE)));
+    assert_eq!(
+        good.json()["response"],
+        mqtt::expected_caption(&repo(PICTURE))
+    );
 
     let not_json = call(port, "POST", "/api/generate", &auth, "{\"model\": ");
     assert_eq!(not_json.status, 400);
@@ -374,7 +358,7 @@ fn concurrent_clients_each_get_their_caption() {
         assert_eq!(lines[0]["done"], false);
         assert_eq!(
             lines[0]["message"]["content"],
-            expected_caption(&path),
+            mqtt::expected_caption(&path),
             "{}",
             path.display()
         );

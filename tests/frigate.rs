@@ -10,7 +10,6 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -137,20 +136,6 @@ fn event(kind: &str, id: &str, camera: &str, label: &str, zones: &[&str]) -> Str
     serde_json::json!({"type": kind, "before": object, "after": object}).to_string()
 }
 
-fn expected_caption(picture: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_capdec"))
-        .args(["caption", "--precision", "fp32", "--beam", "1", "--model"])
-        .arg(repo("models/fixture-tiny"))
-        .arg(picture)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim_end()
-        .to_string()
-}
-
 const CAPTIONS: &str = "test/capdec/frigate/+/caption";
 
 fn start(dir: &Path, frigate: &FakeFrigate, table: &str) -> (Broker, Subscriber, Daemon) {
@@ -206,7 +191,7 @@ fn events_of_the_chosen_cameras_and_labels_are_captioned_once_and_described() {
     assert_eq!(record["score"], 0.84);
     assert_eq!(record["zones"], serde_json::json!(["yard"]));
     assert_eq!(record["type"], "end");
-    let said = expected_caption(&repo("tests/data/images/chelsea.png"));
+    let said = mqtt::expected_caption(&repo("tests/data/images/chelsea.png"));
     assert_eq!(record["caption"], said.as_str());
     assert!(
         record["latency_ms"]["capture"].as_f64().unwrap() > 0.0,
@@ -301,7 +286,7 @@ fn frigate_failing_or_slow_costs_the_event_and_the_next_one_is_captioned() {
     );
     assert_eq!(
         record["caption"],
-        expected_caption(&repo("tests/data/images/astronaut.png"))
+        mqtt::expected_caption(&repo("tests/data/images/astronaut.png"))
     );
     let stats = loop {
         let stats = sub.next_on("test/capdec/stats").json();

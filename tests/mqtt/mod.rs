@@ -415,3 +415,22 @@ pub fn config(
     }
     text
 }
+
+/// The caption `config`'s model settings (the fixture, fp32, greedy) give `picture`, from `capdec caption`.
+pub fn expected_caption(picture: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_capdec"))
+        .args(["caption", "--precision", "fp32", "--beam", "1", "--model"])
+        .arg(repo("models/fixture-tiny"))
+        .arg(picture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
