@@ -1,6 +1,6 @@
 //! A request's pictures: base64 text (or a `data:` URL holding it) -> bytes -> an RGB image, with the size
-//! limits of every picture the daemon reads -> the encoder's input. A picture that does not decode is the client's mistake: 400, with
-//! where it was in the request and why.
+//! limits of every picture the daemon reads -> the encoder's input. A picture that does not decode is the
+//! client's mistake: 400, with where it was in the request and why.
 
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};

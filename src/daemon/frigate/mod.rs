@@ -90,7 +90,7 @@ impl Frigate {
                     match caption(&client, &board, &preprocessor, &event) {
                         Ok(Some((record, caption))) => {
                             stats.frigate_captioned(start.elapsed().as_secs_f64() * 1e3);
-                                                        // Held only to hand the record over: the daemon's stop must not wait for the
+                            // Held only to hand the record over: the daemon's stop must not wait for the
                             // description's request below.
                             let Some(publisher) = publisher.upgrade() else { return };
                             publisher.publish_record(

@@ -7,10 +7,12 @@
 //!
 //! Topics (`topics`), under the configured base: `<base>/available` (`online`; `offline` as the last will;
 //! `stopped` on a clean exit), `<base>/info` (retained: version, model, cameras, API address), `<base>/stats`
-//! (every `stats_interval_s`, from `daemon::stats`), `<base>/<camera>/event` (Home Assistant's event entity),
-//! `<base>/<camera>/picture` (the captioned picture, a small JPEG, retained), `<base>/<camera>/caption` (JSON, `record`), `<base>/<camera>/text` (the caption cut
-//! to Home Assistant's 255 characters), `<base>/<camera>/set` (`capture`, `ON`, `OFF`) and `<base>/<camera>/state`
-//! (`ON`, `OFF`); Home Assistant's discovery messages (`discovery`) under its prefix.
+//! (every `stats_interval_s`, from `daemon::stats`), `<base>/<camera>/caption` (JSON, `record`),
+//! `<base>/<camera>/text` (the caption cut to Home Assistant's 255 characters, retained),
+//! `<base>/<camera>/event` (Home Assistant's event entity), `<base>/<camera>/picture` (the captioned picture, a
+//! small JPEG, retained), `<base>/frigate/<camera>/caption` (Frigate's events), `<base>/<camera>/set`
+//! (`capture`, `ON`, `OFF`) and `<base>/<camera>/state` (`ON`, `OFF`); Home Assistant's discovery messages
+//! (`discovery`) under its prefix.
 
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, MutexGuard};
@@ -102,8 +104,8 @@ pub struct Publisher {
 impl Publisher {
     /// Starts connecting in the background. `commands` holds each camera's command channel, in the order of
     /// `settings.cameras`; `model` names the captioning model in Home Assistant's device card; `info` is
-    /// `<base>/info`'s payload, and `stats` gives `<base>/stats`'s from the number of captions waiting for the
-    /// broker.
+    /// `<base>/info`'s payload, `stats` gives `<base>/stats`'s, and `listeners` take the messages of other
+    /// topics (Frigate's events).
     pub fn start(
         settings: &Settings,
         model: &str,
