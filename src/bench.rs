@@ -2,6 +2,8 @@
 //!
 //! Captions are forced to a fixed length (no stop token can end them) so that runs, thread counts and engines
 //! compare like for like; medians and 90th percentiles over many runs after a warm-up, never a single timing.
+//! Every sample is bracketed by calls of [`capdec_bench_mark`], where scripts/arm-bench's instruction counter
+//! notes its running total, so that counts under emulation are per sample too.
 
 use std::path::Path;
 
@@ -13,6 +15,7 @@ use tract_onnx::tract_core::tract_linalg::multithread::{Executor, set_default_ex
 use crate::caption::captioner::{Captioner, Model, ModelChoice, timed};
 use crate::caption::search::{SearchConfig, Step};
 use crate::memory;
+use crate::runtime::kernels::int8_matmul::{self, Work};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -30,6 +33,17 @@ pub struct Stage {
     pub name: &'static str,
     pub median_ms: f64,
     pub p90_ms: f64,
+    /// Timed samples (after the warm-up), each bracketed by two marks.
+    pub samples: usize,
+    /// Int8 products done on our kernels, per sample (the mean).
+    pub int8_multiply_adds: f64,
+    pub int8_weights: f64,
+}
+
+/// One timed run of a stage, or one decoder step.
+struct Sample {
+    ms: f64,
+    int8: Work,
 }
 
 #[derive(Debug, Clone)]
@@ -79,16 +93,17 @@ pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<Ben
         let pixels = captioner.preprocess(image);
         let embedding = captioner.embed(pixels.clone())?;
         let prefix = captioner.prefix(embedding.clone())?;
-        let time = |name: &'static str, f: &mut dyn FnMut() -> Result<Vec<f64>>| -> Result<Stage> {
-            for _ in 0..options.warmup {
-                f()?;
-            }
-            let mut samples = Vec::new();
-            for _ in 0..options.runs {
-                samples.extend(f()?);
-            }
-            Ok(Stage::from_samples(name, samples))
-        };
+        let time =
+            |name: &'static str, f: &mut dyn FnMut() -> Result<Vec<Sample>>| -> Result<Stage> {
+                for _ in 0..options.warmup {
+                    f()?;
+                }
+                let mut samples = Vec::new();
+                for _ in 0..options.runs {
+                    samples.extend(f()?);
+                }
+                Ok(Stage::from_samples(name, samples))
+            };
         let stages = vec![
             time("preprocess", &mut || {
                 sample(|| Ok(captioner.preprocess(image)))
@@ -138,13 +153,13 @@ fn fixed_length(captioner: &Captioner, beam_size: usize, tokens: usize) -> Searc
     }
 }
 
-/// The duration of every decoder call of a caption after the prefix, `rows` sequences at a time.
+/// Every decoder call of a caption after the prefix, `rows` sequences at a time.
 fn token_steps(
     captioner: &Captioner,
     prefix: &[f32],
     rows: usize,
     tokens: usize,
-) -> Result<Vec<f64>> {
+) -> Result<Vec<Sample>> {
     let (mut session, first) = captioner.start_decoding(prefix)?;
     let token = first
         .iter()
@@ -155,29 +170,55 @@ fn token_steps(
     let mut samples = Vec::with_capacity(tokens);
     let mut sources = vec![0; rows];
     for _ in 0..tokens {
-        let mut ms = 0.0;
-        timed(&mut ms, || session.step(&sources, &vec![token; rows]))?;
-        samples.push(ms);
+        let tokens = vec![token; rows];
+        samples.push(measured(|| session.step(&sources, &tokens))?);
         sources = (0..rows).collect();
     }
     Ok(samples)
 }
 
 /// One timed run as a stage's sample.
-fn sample<T>(run: impl FnOnce() -> Result<T>) -> Result<Vec<f64>> {
+fn sample<T>(run: impl FnOnce() -> Result<T>) -> Result<Vec<Sample>> {
+    Ok(vec![measured(run)?])
+}
+
+fn measured<T>(run: impl FnOnce() -> Result<T>) -> Result<Sample> {
+    let before = int8_matmul::work_done();
+    capdec_bench_mark();
     let mut ms = 0.0;
     timed(&mut ms, run)?;
-    Ok(vec![ms])
+    capdec_bench_mark();
+    Ok(Sample {
+        ms,
+        int8: int8_matmul::work_done() - before,
+    })
+}
+
+/// Does nothing, visibly: scripts/arm-bench's instruction counter notes its total at every call (by this symbol's
+/// address), and the calls bracket every sample.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn capdec_bench_mark() {
+    std::hint::black_box(());
 }
 
 impl Stage {
-    fn from_samples(name: &'static str, mut samples: Vec<f64>) -> Stage {
-        samples.sort_by(f64::total_cmp);
-        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    fn from_samples(name: &'static str, samples: Vec<Sample>) -> Stage {
+        let count = samples.len();
+        let mean = |of: fn(&Work) -> u64| {
+            samples.iter().map(|s| of(&s.int8) as f64).sum::<f64>() / count as f64
+        };
+        let (int8_multiply_adds, int8_weights) = (mean(|w| w.multiply_adds), mean(|w| w.weights));
+        let mut ms: Vec<f64> = samples.iter().map(|s| s.ms).collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((count - 1) as f64 * q).round() as usize];
         Stage {
             name,
             median_ms: at(0.5),
             p90_ms: at(0.9),
+            samples: count,
+            int8_multiply_adds,
+            int8_weights,
         }
     }
 }
@@ -199,6 +240,8 @@ impl BenchReport {
                 "threads": t.threads,
                 "stages": t.stages.iter().map(|s| json!({
                     "stage": s.name, "median_ms": s.median_ms, "p90_ms": s.p90_ms,
+                    "samples": s.samples, "int8_multiply_adds": s.int8_multiply_adds,
+                    "int8_weights": s.int8_weights,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })

@@ -2,11 +2,13 @@
  * Written against QEMU's plugin API version 1 (qemu 7.2, Debian bookworm's dynamically linked qemu-user);
  * the few functions it calls are declared here rather than taken from QEMU's header.
  *
- *   qemu-aarch64 -plugin ./count.so,out=FILE -cpu cortex-a72 -L /usr/aarch64-linux-gnu BINARY ARGS...
+ *   qemu-aarch64 -plugin ./count.so,out=FILE[,mark=ADDRESS] -cpu cortex-a72 -L /usr/aarch64-linux-gnu BINARY ARGS...
  *
  * At exit FILE holds one line per block that ran: its start address and the instructions executed there, in
- * hex and decimal. Counts are added inline by the generated code; a guest with several threads running at once
- * may lose a few of its increments to races, so count single-threaded runs. */
+ * hex and decimal. With `mark=` (a guest address, hex), every call of the function there is noted too: FILE
+ * then also holds a line `mark TOTAL` per call, in order, TOTAL the instructions executed until then, so that
+ * the program can bracket the parts it wants counted. Counts are added inline by the generated code; a guest with
+ * several threads running at once may lose a few of its increments to races, so count single-threaded runs. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +20,16 @@ struct qemu_plugin_tb;
 enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
 typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
 typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void *userdata);
+typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void *userdata);
+enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS };
 
 extern void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
 extern size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 extern uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
 extern void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op,
                                                      void *ptr, uint64_t imm);
+extern void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, qemu_plugin_vcpu_udata_cb_t cb,
+                                                 enum qemu_plugin_cb_flags flags, void *userdata);
 extern void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void *userdata);
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
@@ -34,6 +40,25 @@ static struct block *blocks;
 static size_t capacity = 1 << 20;
 static size_t used;
 static char out[4096];
+/* All instructions so far, and its value at each call of the marked function. */
+static uint64_t total;
+static uint64_t mark_address;
+static uint64_t *marks;
+static size_t marks_used, marks_capacity;
+
+static void marked(unsigned int vcpu_index, void *userdata) {
+    (void)vcpu_index;
+    (void)userdata;
+    if (marks_used == marks_capacity) {
+        marks_capacity = marks_capacity ? 2 * marks_capacity : 1024;
+        marks = realloc(marks, marks_capacity * sizeof *marks);
+        if (!marks) {
+            fprintf(stderr, "count.so: out of memory for marks\n");
+            exit(3);
+        }
+    }
+    marks[marks_used++] = total;
+}
 
 static struct block *find(uint64_t vaddr) {
     size_t slot = (size_t)((vaddr >> 2) * 0x9E3779B97F4A7C15ull) & (capacity - 1);
@@ -53,8 +78,11 @@ static void translated(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
         }
         block->vaddr = vaddr;
     }
-    qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &block->executed,
-                                             qemu_plugin_tb_n_insns(tb));
+    size_t instructions = qemu_plugin_tb_n_insns(tb);
+    qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &block->executed, instructions);
+    qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &total, instructions);
+    if (mark_address && vaddr == mark_address)
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, marked, QEMU_PLUGIN_CB_NO_REGS, NULL);
 }
 
 static void finished(qemu_plugin_id_t id, void *userdata) {
@@ -68,6 +96,7 @@ static void finished(qemu_plugin_id_t id, void *userdata) {
     for (size_t i = 0; i < capacity; i++)
         if (blocks[i].executed) fprintf(file, "%llx %llu\n", (unsigned long long)blocks[i].vaddr,
                                         (unsigned long long)blocks[i].executed);
+    for (size_t i = 0; i < marks_used; i++) fprintf(file, "mark %llu\n", (unsigned long long)marks[i]);
     fclose(file);
 }
 
@@ -75,7 +104,10 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
                                                                int argc, char **argv) {
     (void)info;
     for (int i = 0; i < argc; i++)
-        if (strncmp(argv[i], "out=", 4) == 0) snprintf(out, sizeof out, "%s", argv[i] + 4);
+        if (strncmp(argv[i], "out=", 4) == 0)
+            snprintf(out, sizeof out, "%s", argv[i] + 4);
+        else if (strncmp(argv[i], "mark=", 5) == 0)
+            mark_address = strtoull(argv[i] + 5, NULL, 16);
     if (!out[0]) {
         fprintf(stderr, "count.so: give out=FILE\n");
         return -1;

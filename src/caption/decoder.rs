@@ -252,7 +252,7 @@ mod tests {
         assert_eq!(count("PowConst"), 0, "{ops:?}");
         assert!(count("DynamicQuantizeU8") > 0, "{ops:?}");
         assert_eq!(count("DynamicQuantizeLinearU8"), 0, "{ops:?}");
-        crate::runtime::graph::tests::assert_int8_products_on_the_vnni_kernel(&path, &decoder.plan);
+        crate::runtime::graph::tests::assert_int8_products_on_our_kernel(&path, &decoder.plan);
     }
 
     #[test]

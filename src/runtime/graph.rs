@@ -130,7 +130,7 @@ pub fn compile(model: InferenceModel, path: &Path) -> Result<Plan> {
     let prepare = || -> TractResult<Plan> {
         let mut model = model.into_typed()?.into_decluttered()?;
         rewrite::fuse_gelu_new(&mut model)?;
-        rewrite::int8_products_on_vnni(&mut model)?;
+        rewrite::int8_products_on_our_kernel(&mut model)?;
         let mut model = model.into_optimized()?;
         rewrite::fast_dynamic_quantization(&mut model)?;
         fold_constants(&mut model)?;
@@ -339,10 +339,10 @@ pub(crate) mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::nn::Reducer;
 
-    /// Checks that every `MatMulInteger` of an ONNX file runs as our `Int8MatMul` in its compiled plan where the CPU
-    /// has AVX-512 VNNI (tract may split one into several, as it does GPT-2's fused q/k/v projection, but leaves
-    /// no integer product to its own kernels), and none elsewhere.
-    pub(crate) fn assert_int8_products_on_the_vnni_kernel(onnx: &Path, plan: &Plan) {
+    /// Checks that every `MatMulInteger` of an ONNX file runs as our `Int8MatMul` in its compiled plan where one of
+    /// our kernels runs on this CPU (tract may split one into several, as it does GPT-2's fused q/k/v projection,
+    /// but leaves no integer product to its own kernels), and none elsewhere.
+    pub(crate) fn assert_int8_products_on_our_kernel(onnx: &Path, plan: &Plan) {
         let proto = ModelProto::decode(std::fs::read(onnx).unwrap().as_slice()).unwrap();
         let products = proto
             .graph
@@ -359,20 +359,18 @@ pub(crate) mod tests {
                 n.op.name() == "OptMatMul" && n.outputs[0].fact.datum_type == i32::datum_type()
             })
             .count();
-        #[cfg(target_arch = "x86_64")]
-        let vnni = std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("avx512bw");
-        #[cfg(not(target_arch = "x86_64"))]
-        let vnni = false;
         let name = onnx.display();
-        if vnni {
+        if crate::runtime::kernels::int8_matmul::Kernel::chosen()
+            .unwrap()
+            .is_some()
+        {
             assert!(
                 ours >= products,
                 "{name}: {ours} Int8MatMul for {products} MatMulInteger"
             );
             assert_eq!(tracts, 0, "{name}: integer products left to tract");
         } else {
-            assert_eq!(ours, 0, "{name}: Int8MatMul without AVX-512 VNNI");
+            assert_eq!(ours, 0, "{name}: Int8MatMul where none of our kernels runs");
             assert!(
                 tracts >= products,
                 "{name}: {tracts} of tract's integer products for {products}"
@@ -381,7 +379,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_fixture_encoder_and_mapper_run_their_int8_products_on_the_vnni_kernel() -> Result<()> {
+    fn the_fixture_encoder_and_mapper_run_their_int8_products_on_our_kernel() -> Result<()> {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixture-tiny");
         for (file, input, input_shape, output, output_shape) in [
             (
@@ -406,7 +404,7 @@ pub(crate) mod tests {
                 (input, input_shape),
                 (output, output_shape),
             )?;
-            assert_int8_products_on_the_vnni_kernel(&path, &graph.plan);
+            assert_int8_products_on_our_kernel(&path, &graph.plan);
         }
         Ok(())
     }

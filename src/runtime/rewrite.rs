@@ -2,8 +2,6 @@
 //! (BENCHMARKS.md, "What changed"): `graph` applies them while it compiles a graph.
 
 use tract_onnx::prelude::*;
-// Only the int8 rewrite (x86-64) and the tests build ops by hand.
-#[cfg(any(target_arch = "x86_64", test))]
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::model::TypedModelHelpers;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -12,6 +10,7 @@ use tract_onnx::tract_core::ops::math::{Add, Mul, PowConst, Tanh};
 use tract_onnx::tract_core::ops::nn::gelu_approximate::gelu_approximate;
 
 use crate::runtime::kernels::dynamic_quantize::DynamicQuantizeU8;
+use crate::runtime::kernels::int8_matmul::{Int8MatMul, Int8Weights, Kernel};
 
 /// Replaces GPT-2's `gelu_new`, `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))`, by tract's fused
 /// `GeluApproximate`. tract has this rewrite, but its `Pow` declutter turns `x^3` into `PowConst` before trying
@@ -105,15 +104,17 @@ fn gelu_new_patch(model: &TypedModel, cube: &TypedNode) -> TractResult<Option<Ty
 }
 
 /// Replaces each `MatMulInteger` of u8 activations by a constant i8 weight matrix (tract's quantized `EinSum`, before
-/// tract optimises it) by [`Int8MatMul`](crate::runtime::kernels::int8_matmul::Int8MatMul) where the CPU has AVX-512 VNNI. Run it
-/// on the decluttered graph: optimisation would turn the `EinSum` into tract's own kernel and zero-point sums.
-#[cfg(target_arch = "x86_64")]
-pub fn int8_products_on_vnni(model: &mut TypedModel) -> TractResult<()> {
-    use crate::runtime::kernels::int8_matmul::{Int8MatMul, Int8Weights, kernel_available};
-    use tract_onnx::tract_core::ops::einsum::EinSum;
-    if !kernel_available() {
-        return Ok(());
+/// tract optimises it) by [`Int8MatMul`] on the kernel this CPU runs best ([`Kernel::chosen`]), if any. Run it on
+/// the decluttered graph: optimisation would turn the `EinSum` into tract's own kernel and zero-point sums.
+pub fn int8_products_on_our_kernel(model: &mut TypedModel) -> TractResult<()> {
+    match Kernel::chosen()? {
+        Some(kernel) => int8_products_on(model, kernel),
+        None => Ok(()),
     }
+}
+
+fn int8_products_on(model: &mut TypedModel, kernel: Kernel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
     let candidates: Vec<usize> = model
         .nodes()
         .iter()
@@ -126,12 +127,14 @@ pub fn int8_products_on_vnni(model: &mut TypedModel) -> TractResult<()> {
             continue;
         };
         let weights = Int8Weights::pack(
+            kernel,
             product.weights.try_as_plain_ram()?.as_slice::<i8>()?,
             product.k,
             product.n,
             product.zero_point,
         )?;
-        let op = Int8MatMul::new(weights).context("AVX-512 VNNI was found, then not")?;
+        let op = Int8MatMul::new(weights)
+            .with_context(|| format!("{} was found, then not", kernel.name()))?;
         let mut patch = TypedModelPatch::default();
         let (op, inputs, replaced) = match cast_and_scale(model, node) {
             Some((scale, scaled)) => (
@@ -158,7 +161,6 @@ pub fn int8_products_on_vnni(model: &mut TypedModel) -> TractResult<()> {
 
 /// The `Cast` to f32 and the `Mul` by a one-element f32 (the activations' scale times the weights') that follow a
 /// dynamically quantized product, when they are all its output feeds: the scale, and the `Mul`'s output.
-#[cfg(target_arch = "x86_64")]
 fn cast_and_scale(model: &TypedModel, product: &TypedNode) -> Option<(OutletId, OutletId)> {
     use tract_onnx::tract_core::ops::cast::Cast;
     let [to_cast] = &*product.outputs[0].successors else {
@@ -189,14 +191,8 @@ fn cast_and_scale(model: &TypedModel, product: &TypedNode) -> Option<(OutletId, 
     .then_some((scale, mul.id.into()))
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-pub fn int8_products_on_vnni(_model: &mut TypedModel) -> TractResult<()> {
-    Ok(())
-}
-
 /// A quantized `EinSum` that is exactly `MatMulInteger(a, w, a_zero_point, w_zero_point)` with `a` u8 of shape
 /// `[.., k]` and `w` a constant i8 `[k, n]` with a scalar zero point.
-#[cfg(target_arch = "x86_64")]
 struct Int8Product {
     weights: Arc<Tensor>,
     k: usize,
@@ -209,7 +205,6 @@ struct Int8Product {
 /// The [`Int8Product`] a node is, if it is one.
 /// tract-onnx's translation gives it nine inputs: a, w, bias, a's zero point and scale, w's, the output's; the
 /// ones not in `MatMulInteger` must be the constants it sets (0 and 1).
-#[cfg(target_arch = "x86_64")]
 fn int8_constant_product(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Int8Product>> {
     use tract_onnx::tract_core::ops::einsum::EinSum;
     let Some(op) = node.op_as::<EinSum>() else {
@@ -450,21 +445,6 @@ mod tests {
                 inputs.push(tensor3(&[[[0.0137f32]]]).into_tvalue());
             }
             let tracts = matmul_integer_graph(k, n, weight_zero_point.clone(), scaled)?;
-            let mut ours = tracts.clone();
-            int8_products_on_vnni(&mut ours)?;
-            let ops = op_names(&ours);
-            #[cfg(target_arch = "x86_64")]
-            let expected = usize::from(crate::runtime::kernels::int8_matmul::kernel_available());
-            #[cfg(not(target_arch = "x86_64"))]
-            let expected = 0;
-            let count = |name: &str| ops.iter().filter(|op| *op == name).count();
-            assert_eq!(count("Int8MatMul"), expected, "{ops:?}");
-            // Scaled, the cast and the multiplication are the op's own.
-            assert_eq!(
-                count("Cast"),
-                usize::from(scaled) * (1 - expected),
-                "{ops:?}"
-            );
             let run = |model: TypedModel| -> TractResult<Tensor> {
                 let output = model
                     .into_optimized()?
@@ -472,12 +452,24 @@ mod tests {
                     .run(inputs.clone())?;
                 Ok(output[0].clone().into_tensor())
             };
-            let (tracts, ours) = (run(tracts)?, run(ours)?);
-            assert_eq!(ours.shape(), [2, 3, n]);
-            assert_eq!(
-                tracts, ours,
-                "zero point {weight_zero_point:?}, scaled {scaled}"
-            );
+            let expected = run(tracts.clone())?;
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+                let mut ours = tracts.clone();
+                int8_products_on(&mut ours, kernel)?;
+                let ops = op_names(&ours);
+                let count = |name: &str| ops.iter().filter(|op| *op == name).count();
+                assert_eq!(count("Int8MatMul"), 1, "{ops:?}");
+                // Scaled, the cast and the multiplication are the op's own.
+                assert_eq!(count("Cast"), 0, "{ops:?}");
+                let ours = run(ours)?;
+                assert_eq!(ours.shape(), [2, 3, n]);
+                assert_eq!(
+                    expected,
+                    ours,
+                    "{}: zero point {weight_zero_point:?}, scaled {scaled}",
+                    kernel.name()
+                );
+            }
         }
         Ok(())
     }

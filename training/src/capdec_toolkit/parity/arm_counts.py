@@ -3,9 +3,17 @@ the same emulated cores as ARM parity (`arm_parity.CORES`, each with its board's
 namespace can be made), attributed to the functions of a non-stripped build (`nm`). Counts are deterministic:
 comparable across runs and machines, unlike times under emulation.
 
-A decoder token step is the difference of two greedy captions of different lengths divided by the difference of
-their token counts (loading, encoding and mapping cancel out); the functions that grow with the caption are
-shown the same way. Run by scripts/arm-bench, on the system Python (standard library only)."""
+Each core runs `capdec bench` at one thread, once on tract's int8 kernels (CAPDEC_INT8_KERNEL=tract) and once on
+ours (the one the core picks); the bench calls `capdec_bench_mark` before and after every sample, the plugin notes
+its running total at each call, so every stage's count is per sample: encode, map, decoder prefix step, token step
+(one row), beam step (five rows), whole greedy and beam captions. Beside them, the minimum for the stage's int8
+products, from the multiply-adds and weights the bench reports:
+
+    with the dot product (SDOT):  (multiply-adds + weights) / 16   one SDOT per 16 multiply-adds, one load per 16 weights
+    without (smull/sadalp):     (4 x multiply-adds + weights) / 16  smull, smull2 and two sadalp per 16
+
+Everything else a stage does (normalisation, attention over the past, activations, quantization) is above it.
+Run by scripts/arm-bench, on the system Python (standard library only)."""
 
 from __future__ import annotations
 
@@ -15,15 +23,21 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from .arm_parity import CORES, can_bind_cpuinfo, qemu_runner
+from .arm_parity import CORES, Core, can_bind_cpuinfo, qemu_runner
 
 # qemu-user loads a 64-bit position-independent guest program here.
 PIE_BASE = 0x5500000000
 OUTSIDE = "[outside capdec: loader, libc, libm]"
 DYNAMIC_QEMU = {"aarch64": "qemu-aarch64", "armv7": "qemu-arm"}
 NM = {"aarch64": "aarch64-linux-gnu-nm", "armv7": "arm-linux-gnueabihf-nm"}
+MARK = "capdec_bench_mark"
+KERNEL_VARIABLE = "CAPDEC_INT8_KERNEL"
+# Cores whose HWCAPs have the dot product (qemu's -cpu), and so run the SDOT kernel.
+DOT_PRODUCT_CPUS = {"cortex-a76", "max"}
 
 
 def symbols(nm: str, binary: Path) -> list[tuple[int, str]]:
@@ -66,58 +80,129 @@ def short(name: str, width: int = 96) -> str:
     return name if len(name) <= width else name[: width - 3] + "..."
 
 
+@dataclass
+class StageCount:
+    name: str
+    instructions: float
+    """Per sample, the mean."""
+    multiply_adds: float
+    weights: float
+
+
+def stage_counts(report: dict, marks: list[int]) -> list[StageCount]:
+    """Each stage's instructions per sample, from the bench's JSON report (one thread, no warm-up) and the plugin's
+    marks: two per sample, stage after stage."""
+    [threads] = report["threads"]
+    stages = threads["stages"]
+    expected = 2 * sum(stage["samples"] for stage in stages)
+    if len(marks) != expected:
+        raise SystemExit(f"arm-bench: {len(marks)} marks for {expected} (2 per sample): run the bench with "
+                         "--threads 1 --warmup 0")
+    counts, at = [], 0
+    for stage in stages:
+        samples = stage["samples"]
+        spans = [marks[at + 2 * i + 1] - marks[at + 2 * i] for i in range(samples)]
+        at += 2 * samples
+        counts.append(StageCount(stage["stage"], sum(spans) / samples, stage["int8_multiply_adds"],
+                                 stage["int8_weights"]))
+    return counts
+
+
+def minimum(stage: StageCount, dot_product: bool) -> float:
+    """The instructions the stage's int8 products need at least (the module's formula)."""
+    per_multiply_add = 1 if dot_product else 4
+    return (per_multiply_add * stage.multiply_adds + stage.weights) / 16
+
+
+@dataclass
+class Run:
+    counts: list[StageCount]
+    functions: Counter[str]
+
+
+def count(core: Core, kernel: str, args: argparse.Namespace, table: list[tuple[int, str]], mark: int,
+          scratch: Path) -> Run:
+    """`capdec bench` under the counting emulator as one core, on tract's kernels or ours."""
+    runner = qemu_runner(core, args.bind, scratch)
+    out = scratch / f"{core.key}-{args.precision}-{kernel}.counts"
+    runner.prefix = [DYNAMIC_QEMU["aarch64"], "-plugin", f"{args.plugin},out={out},mark={PIE_BASE + mark:x}",
+                     *runner.prefix[1:]]
+    command = runner.command(args.binary, [
+        "bench", "--json", "--model", args.bundle, "--precision", args.precision, "--threads", "1",
+        "--runs", "1", "--warmup", "0", "--tokens", str(args.tokens), "--beam", str(args.beam),
+    ])
+    environ = runner.environ()
+    environ.pop(KERNEL_VARIABLE, None)
+    if kernel == "tract":
+        environ[KERNEL_VARIABLE] = "tract"
+    done = subprocess.run(command, capture_output=True, text=True, env=environ, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"arm-bench: {core.key}, {kernel}: capdec failed: {done.stderr[-2000:]}")
+    lines = out.read_text().splitlines()
+    marks = [int(line.split()[1]) for line in lines if line.startswith("mark ")]
+    blocks = "\n".join(line for line in lines if not line.startswith("mark "))
+    return Run(stage_counts(json.loads(done.stdout), marks), attribute(blocks, table, PIE_BASE))
+
+
+def print_core(core: Core, args: argparse.Namespace, tracts: Run, ours: Run) -> None:
+    dot_product = core.qemu_cpu in DOT_PRODUCT_CPUS
+    kernel = "sdot" if dot_product else "neon"
+    print(f"### {core.board} ({core.key}), {args.precision}, bundle {args.bundle}")
+    print()
+    print(f"M instructions per sample, one thread; steps at a past of up to {args.tokens} tokens, the beam step "
+          f"{args.beam} rows; minimum: the int8 products' ({'SDOT' if dot_product else 'smull/sadalp'} formula)")
+    print()
+    print(f"| stage | tract | ours ({kernel}) | ours / tract | minimum | ours / minimum |")
+    print("|---|---|---|---|---|---|")
+    for theirs, mine in zip(tracts.counts, ours.counts):
+        least = minimum(mine, dot_product)
+        over = f"{mine.instructions / least:.2f}" if least else "-"
+        print(f"| {mine.name} | {theirs.instructions / 1e6:,.2f} | {mine.instructions / 1e6:,.2f} | "
+              f"{mine.instructions / theirs.instructions:.2f} | {least / 1e6:,.2f} | {over} |")
+    print()
+    for name, run in (("tract's", tracts), ("our", ours)):
+        total = sum(run.functions.values())
+        print(f"Functions of the whole bench run on {name} kernels ({total / 1e9:,.2f} G instructions, loading "
+              "included):")
+        print()
+        print("| function | G instructions | share |")
+        print("|---|---|---|")
+        for function, executed in run.functions.most_common(args.top):
+            print(f"| `{short(function)}` | {executed / 1e9:,.3f} | {executed / total:.0%} |")
+        print()
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="arm-bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="arm-bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", type=Path, required=True, help="a non-stripped aarch64 build of capdec")
     parser.add_argument("--plugin", type=Path, required=True, help="count.so")
     parser.add_argument("--bundle", default="models/demo")
     parser.add_argument("--precision", default="int8")
-    parser.add_argument("--image", default="tests/data/images/chelsea.png")
     parser.add_argument("--cores", default="a53,a72,a76", help="keys of arm_parity.CORES (aarch64 ones)")
-    parser.add_argument("--tokens", default="1,11", help="two caption lengths, greedy")
-    parser.add_argument("--top", type=int, default=8, help="functions shown per core")
+    parser.add_argument("--tokens", type=int, default=4, help="tokens of every benchmarked caption")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--top", type=int, default=6, help="functions shown per run")
+    parser.add_argument("--jobs", type=int, default=2, help="emulators run at once")
     args = parser.parse_args(argv)
-    short_tokens, long_tokens = (int(n) for n in args.tokens.split(","))
-    bind = can_bind_cpuinfo()
+    args.bind = can_bind_cpuinfo()
     table = symbols(NM["aarch64"], args.binary)
-    with tempfile.TemporaryDirectory() as scratch_name:
+    mark = next((start for start, name in table if name == MARK), None)
+    if mark is None:
+        raise SystemExit(f"arm-bench: {args.binary} has no `{MARK}`")
+    cores = []
+    for key in args.cores.split(","):
+        core = next((c for c in CORES if c.key == key and c.arch == "aarch64"), None)
+        if core is None:
+            raise SystemExit(f"arm-bench: no aarch64 core `{key}` (arm_parity.CORES)")
+        cores.append(core)
+    with tempfile.TemporaryDirectory() as scratch_name, ThreadPoolExecutor(args.jobs) as pool:
         scratch = Path(scratch_name)
-        for key in args.cores.split(","):
-            core = next((c for c in CORES if c.key == key and c.arch == "aarch64"), None)
-            if core is None:
-                raise SystemExit(f"arm-bench: no aarch64 core `{key}` (arm_parity.CORES)")
-            runner = qemu_runner(core, bind, scratch)
-            emulator = runner.prefix[1:]
-            runs = []
-            for tokens in (short_tokens, long_tokens):
-                out = scratch / f"{key}-{tokens}.counts"
-                runner.prefix = [DYNAMIC_QEMU["aarch64"], "-plugin", f"{args.plugin},out={out}", *emulator]
-                command = runner.command(args.binary, [
-                    "caption", "--json", "--model", args.bundle, "--precision", args.precision, "--beam", "1",
-                    "--max-tokens", str(tokens), args.image,
-                ])
-                done = subprocess.run(command, capture_output=True, text=True, env=runner.environ(), check=False)
-                if done.returncode != 0:
-                    raise SystemExit(f"arm-bench: {key}: capdec failed: {done.stderr[-2000:]}")
-                made = len(json.loads(done.stdout)["tokens"])
-                runs.append((made, attribute(out.read_text(), table, PIE_BASE)))
-            (few, first), (many, second) = runs
-            if many <= few:
-                raise SystemExit(f"arm-bench: {key}: the captions stopped at {few} and {many} tokens: give longer")
-            total_first, total_second = sum(first.values()), sum(second.values())
-            step = (total_second - total_first) / (many - few)
-            print(f"### {core.board} ({key}), {args.precision}, bundle {args.bundle}")
-            print()
-            print(f"- greedy caption of {few} token(s): {total_first / 1e6:,.1f} M instructions; "
-                  f"of {many}: {total_second / 1e6:,.1f} M")
-            print(f"- decoder token step: {step / 1e6:,.2f} M instructions")
-            print()
-            print("| function (per token step) | M instructions | share |")
-            print("|---|---|---|")
-            growth = {name: (second[name] - first[name]) / (many - few) for name in second}
-            for name, count in sorted(growth.items(), key=lambda item: -item[1])[: args.top]:
-                print(f"| `{short(name)}` | {count / 1e6:,.2f} | {count / step:.0%} |")
-            print(flush=True)
+        runs = {(core.key, kernel): pool.submit(count, core, kernel, args, table, mark, scratch)
+                for core in cores for kernel in ("tract", "ours")}
+        for core in cores:
+            print_core(core, args, runs[core.key, "tract"].result(), runs[core.key, "ours"].result())
     return 0
 
 
