@@ -10,12 +10,12 @@ use std::path::Path;
 use anyhow::{Context, Result, ensure};
 use image::RgbImage;
 use serde_json::{Value, json};
-use tract_onnx::tract_core::tract_linalg::multithread::{Executor, set_default_executor};
 
 use crate::caption::captioner::{Captioner, Model, ModelChoice, timed};
 use crate::caption::search::{SearchConfig, Step};
 use crate::memory;
 use crate::runtime::kernels::int8_matmul::{self, Work};
+use crate::runtime::use_threads;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -85,11 +85,7 @@ pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<Ben
     let mut per_threads = Vec::new();
     for &threads in &options.threads {
         ensure!(threads >= 1, "thread counts must be at least 1");
-        set_default_executor(if threads == 1 {
-            Executor::SingleThread
-        } else {
-            Executor::multithread(threads)
-        });
+        use_threads(threads);
         let pixels = captioner.preprocess(image);
         let embedding = captioner.embed(pixels.clone())?;
         let prefix = captioner.prefix(embedding.clone())?;
@@ -130,7 +126,7 @@ pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<Ben
         ];
         per_threads.push(ThreadReport { threads, stages });
     }
-    set_default_executor(Executor::SingleThread);
+    use_threads(1);
     Ok(BenchReport {
         model: model.name().to_string(),
         precision: captioner.precision().to_string(),

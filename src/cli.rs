@@ -74,6 +74,9 @@ pub struct CaptionArgs {
     /// Longest caption in tokens (default: the bundle's)
     #[arg(long, value_name = "N", value_parser = positive)]
     pub max_tokens: Option<usize>,
+    /// Threads for inference (default: the cores this process may use)
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub threads: Option<usize>,
     /// One JSON object a line: file, caption, tokens, mean_log_prob, precision, ms per stage
     #[arg(long)]
     pub json: bool,
@@ -90,6 +93,9 @@ pub struct EvalArgs {
     pub references: PathBuf,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Threads for inference (default: the cores this process may use)
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub threads: Option<usize>,
     /// One JSON object a line per image (file, caption, references), then a summary (images, ignored, scores
     /// as fractions, model, precision, beam_size)
     #[arg(long)]

@@ -4,7 +4,9 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use capdec_edge::caption::captioner::{Caption, Model, ModelChoice, timed};
+use capdec_edge::caption::captioner::{
+    Caption, Model, ModelChoice, available_cores, timed, use_threads,
+};
 use capdec_edge::eval::Evaluation;
 use capdec_edge::{bench, preprocess};
 use clap::CommandFactory;
@@ -23,6 +25,7 @@ fn choice(model: &ModelArgs, max_tokens: Option<usize>) -> ModelChoice {
 
 /// Captions every image, reporting each failure as it happens; `Ok(false)` when any image failed.
 pub fn caption(args: &CaptionArgs) -> Result<bool> {
+    use_threads(args.threads.unwrap_or_else(available_cores));
     let model = Model::load(&choice(&args.model, args.max_tokens))?;
     let mut all_ok = true;
     for path in &args.images {
@@ -69,6 +72,7 @@ pub fn caption(args: &CaptionArgs) -> Result<bool> {
 /// The references file and the folder are checked before the model is loaded.
 pub fn evaluate(args: &EvalArgs) -> Result<()> {
     let evaluation = Evaluation::read(&args.images, &args.references)?;
+    use_threads(args.threads.unwrap_or_else(available_cores));
     let model = Model::load(&choice(&args.model, None))?;
     let scores = evaluation.run(&model, |image, caption| {
         if args.json {

@@ -9,6 +9,7 @@ use capdec_edge::captioner::Captioner;
 use capdec_edge::preprocess::load_rgb;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tract_onnx::tract_core::tract_linalg::multithread::{Executor, multithread_tract_scope};
 
 fn goldens() -> Value {
     let path = common::repo().join("tests/data/fixture-goldens.json");
@@ -193,10 +194,22 @@ fn fp32_matches_the_python_reference() {
     check("fp32", 0.9999);
 }
 
+fn int8_bound() -> f64 {
+    goldens()["int8_drift"]["embedding_cosine_min"]
+        .as_f64()
+        .expect("int8 drift bound")
+}
+
 #[test]
 fn int8_matches_the_python_reference() {
-    let bound = goldens()["int8_drift"]["embedding_cosine_min"]
-        .as_f64()
-        .expect("int8 drift bound");
-    check("int8", bound);
+    check("int8", int8_bound());
+}
+
+/// On two threads tract splits its products by tiles and ours by columns, never a sum: the same numbers.
+#[test]
+fn both_precisions_match_the_python_reference_on_two_threads() {
+    multithread_tract_scope(Executor::multithread(2), || {
+        check("fp32", 0.9999);
+        check("int8", int8_bound());
+    });
 }

@@ -7,7 +7,8 @@
  * At exit FILE holds one line per block that ran: its start address and the instructions executed there, in
  * hex and decimal. With `mark=` (a guest address, hex), every call of the function there is noted too: FILE
  * then also holds a line `mark TOTAL` per call, in order, TOTAL the instructions executed until then, so that
- * the program can bracket the parts it wants counted. Counts are added inline by the generated code; a guest with
+ * the program can bracket the parts it wants counted. With `window=N` too, FILE also holds a line `window ADDRESS
+ * EXECUTED` per block that ran between calls N and N + 1 (from 0): the blocks of one bracketed part. Counts are added inline by the generated code; a guest with
  * several threads running at once may lose a few of its increments to races, so count single-threaded runs. */
 #include <stdint.h>
 #include <stdio.h>
@@ -45,6 +46,9 @@ static uint64_t total;
 static uint64_t mark_address;
 static uint64_t *marks;
 static size_t marks_used, marks_capacity;
+static long window = -1;
+/* Each block's count at the window's opening, then what it executed within the window. */
+static uint64_t *window_counts;
 
 static void marked(unsigned int vcpu_index, void *userdata) {
     (void)vcpu_index;
@@ -56,6 +60,11 @@ static void marked(unsigned int vcpu_index, void *userdata) {
             fprintf(stderr, "count.so: out of memory for marks\n");
             exit(3);
         }
+    }
+    if ((long)marks_used == window || (long)marks_used == window + 1) {
+        int opening = (long)marks_used == window;
+        for (size_t i = 0; i < capacity; i++)
+            window_counts[i] = opening ? blocks[i].executed : blocks[i].executed - window_counts[i];
     }
     marks[marks_used++] = total;
 }
@@ -97,6 +106,10 @@ static void finished(qemu_plugin_id_t id, void *userdata) {
         if (blocks[i].executed) fprintf(file, "%llx %llu\n", (unsigned long long)blocks[i].vaddr,
                                         (unsigned long long)blocks[i].executed);
     for (size_t i = 0; i < marks_used; i++) fprintf(file, "mark %llu\n", (unsigned long long)marks[i]);
+    if (window >= 0 && (long)marks_used > window + 1)
+        for (size_t i = 0; i < capacity; i++)
+            if (window_counts[i]) fprintf(file, "window %llx %llu\n", (unsigned long long)blocks[i].vaddr,
+                                          (unsigned long long)window_counts[i]);
     fclose(file);
 }
 
@@ -108,12 +121,15 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
             snprintf(out, sizeof out, "%s", argv[i] + 4);
         else if (strncmp(argv[i], "mark=", 5) == 0)
             mark_address = strtoull(argv[i] + 5, NULL, 16);
+        else if (strncmp(argv[i], "window=", 7) == 0)
+            window = strtol(argv[i] + 7, NULL, 10);
     if (!out[0]) {
         fprintf(stderr, "count.so: give out=FILE\n");
         return -1;
     }
     blocks = calloc(capacity, sizeof *blocks);
-    if (!blocks) return -1;
+    window_counts = calloc(capacity, sizeof *window_counts);
+    if (!blocks || !window_counts) return -1;
     qemu_plugin_register_vcpu_tb_trans_cb(id, translated);
     qemu_plugin_register_atexit_cb(id, finished, NULL);
     return 0;

@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail, ensure};
 use image::RgbImage;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
+pub use crate::runtime::{available_cores, use_threads};
+
 use crate::bundle::{self, Bundle, DecoderSpec, TableDtype, Variant};
 use crate::caption::decoder::{Decoder, DecoderShape, Session};
 use crate::caption::embeddings::TokenEmbeddings;

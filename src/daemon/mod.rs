@@ -28,7 +28,7 @@ mod stats;
 mod tls;
 
 use crate::bundle::{self, Bundle};
-use crate::caption::captioner::{Model, ModelChoice};
+use crate::caption::captioner::{Model, ModelChoice, available_cores, use_threads};
 use api::ApiServer;
 use board::Board;
 use captioning::CameraPlan;
@@ -46,7 +46,9 @@ pub fn run(path: &Path) -> Result<()> {
     // Before the logger is installed (a bad file) only standard error can say what went wrong.
     logging::init(settings.log_level)?;
     let (dir, choice) = model_choice(&settings)?;
-    log::info!(bundle = dir.display().to_string(); "loading the model");
+    let threads = settings.model.threads.unwrap_or_else(available_cores);
+    use_threads(threads);
+    log::info!(bundle = dir.display().to_string(), threads; "loading the model");
     let model = Model::load(&choice).with_context(|| format!("{}: [model]", path.display()))?;
     serve(&settings, model)
 }

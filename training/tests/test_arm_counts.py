@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from capdec_toolkit.parity.arm_counts import OUTSIDE, PIE_BASE, attribute, minimum, stage_counts
+from capdec_toolkit.parity.arm_counts import (
+    OUTSIDE,
+    PIE_BASE,
+    STAGES,
+    attribute,
+    minimum,
+    stage_counts,
+    window,
+)
 
 
 def test_blocks_go_to_the_function_they_start_in() -> None:
@@ -30,21 +38,37 @@ def test_blocks_go_to_the_function_they_start_in() -> None:
 
 
 def test_stages_are_counted_between_their_marks() -> None:
-    report = {"threads": [{"threads": 1, "stages": [
-        {"stage": "encode", "samples": 1, "int8_multiply_adds": 3200.0, "int8_weights": 64.0},
-        {"stage": "decoder token step", "samples": 2, "int8_multiply_adds": 160.0, "int8_weights": 160.0},
-    ]}]}
-    marks = [100, 1100, 1200, 1250, 1300, 1370]
-    counts = stage_counts(report, marks)
-    assert [(c.name, c.instructions) for c in counts] == [("encode", 1000), ("decoder token step", 60)]
-    # One SDOT per 16 multiply-adds and one load per 16 weights; without the dot product 4 per 16.
-    assert minimum(counts[0], dot_product=True) == (3200 + 64) / 16
-    assert minimum(counts[1], dot_product=False) == (4 * 160 + 160) / 16
+    work = {"encode": (3200.0, 64.0), "decoder token step": (160.0, 160.0)}
+    stages = [{"stage": name, "samples": 2 if name == "decoder token step" else 1,
+               "int8_multiply_adds": work.get(name, (0.0, 0.0))[0], "int8_weights": work.get(name, (0.0, 0.0))[1]}
+              for name, _ in STAGES]
+    # Samples in the order of STAGES; the token step has two, 50 and 70.
+    spans = [10, 1000, 20, 30, 50, 70, 40, 80, 90]
+    marks, total = [], 0
+    for span in spans:
+        marks += [total, total + span]
+        total += span + 7
+    counts = stage_counts({"threads": [{"threads": 1, "stages": stages}]}, marks)
+    by_name = {c.name: c.instructions for c in counts}
+    assert by_name["encode"] == 1000
+    assert by_name["decoder token step"] == 60
+    assert by_name["caption beam"] == 90
+    # One SDOT per 16 multiply-adds and one load per 32 weights; without the dot product 4 per 16.
+    encode, token_step = counts[1], counts[4]
+    assert minimum(encode, dot_product=True) == 3200 / 16 + 64 / 32
+    assert minimum(token_step, dot_product=False) == 4 * 160 / 16 + 160 / 32
 
 
 def test_marks_that_do_not_match_the_samples_are_refused() -> None:
-    report = {"threads": [{"threads": 1, "stages": [
-        {"stage": "map", "samples": 2, "int8_multiply_adds": 0.0, "int8_weights": 0.0},
-    ]}]}
-    with pytest.raises(SystemExit, match="3 marks for 4"):
-        stage_counts(report, [1, 2, 3])
+    stages = [{"stage": name, "samples": 1, "int8_multiply_adds": 0.0, "int8_weights": 0.0}
+              for name, _ in STAGES]
+    with pytest.raises(SystemExit, match="3 marks for 16"):
+        stage_counts({"threads": [{"threads": 1, "stages": stages}]}, [1, 2, 3])
+
+
+def test_the_window_opens_at_the_last_sample_of_its_stage() -> None:
+    # preprocess, encode, map, prefix step: one sample each; then 4 token steps.
+    assert window("encode", tokens=4) == 2
+    assert window("decoder token step", tokens=4) == 2 * 7
+    with pytest.raises(SystemExit, match="no stage `decode`"):
+        window("decode", tokens=4)

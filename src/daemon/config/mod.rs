@@ -264,6 +264,19 @@ path = "pictures"
     }
 
     #[test]
+    fn inference_threads_are_the_cores_unless_the_file_says() {
+        assert_eq!(parse(MINIMAL).unwrap().model.threads, None);
+        let text = format!("[model]\nthreads = 3\n{MINIMAL}");
+        assert_eq!(parse(&text).unwrap().model.threads, Some(3));
+        let message = error(&format!("[model]\nthreads = 0\n{MINIMAL}"));
+        assert!(
+            message.contains("capdec.toml:2: in [model]")
+                && message.contains("model.threads must be at least 1"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn home_assistant_pictures_and_expiry() {
         let ha = parse(MINIMAL).unwrap().home_assistant;
         let picture = ha.picture.expect("pictures are on by default");

@@ -33,6 +33,7 @@ pub(super) struct RawModel {
     pub precision: Option<Spanned<String>>,
     pub beam_size: Option<Spanned<usize>>,
     pub max_tokens: Option<Spanned<usize>>,
+    pub threads: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -92,6 +92,7 @@ impl Context<'_> {
             precision: model.precision.map(Spanned::into_inner),
             beam_size: at_least_one(model.beam_size, "model.beam_size")?,
             max_tokens: at_least_one(model.max_tokens, "model.max_tokens")?,
+            threads: at_least_one(model.threads, "model.threads")?,
         })
     }
 

@@ -79,6 +79,8 @@ pub struct ModelSettings {
     pub precision: Option<String>,
     pub beam_size: Option<usize>,
     pub max_tokens: Option<usize>,
+    /// Threads for inference; without it, the cores the daemon may use.
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug)]

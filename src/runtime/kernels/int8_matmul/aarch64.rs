@@ -13,12 +13,10 @@ pub(super) fn available(kernel: Kernel) -> bool {
     }
 }
 
-const SDOT: [Tile; 6] = [
-    sdot::<1>, sdot::<2>, sdot::<3>, sdot::<4>, sdot::<5>, sdot::<6>,
-];
-const NEON: [Tile; 6] = [
-    neon::<1>, neon::<2>, neon::<3>, neon::<4>, neon::<5>, neon::<6>,
-];
+// Five rows at most: each row holds one register of activations besides its accumulators, and at six LLVM
+// spills accumulators to the stack inside the loop.
+const SDOT: [Tile; 5] = [sdot::<1>, sdot::<2>, sdot::<3>, sdot::<4>, sdot::<5>];
+const NEON: [Tile; 5] = [neon::<1>, neon::<2>, neon::<3>, neon::<4>, neon::<5>];
 
 pub(super) fn tiles(kernel: Kernel) -> &'static [Tile] {
     match kernel {
@@ -44,8 +42,8 @@ macro_rules! sdot_lane {
 }
 
 /// 16 columns (4 vectors of 4 columns' 4 bytes). A row's 16 bytes (4 steps) are read at once and each step's 4
-/// taken as a lane of them, so that a step costs one load and one SDOT per vector and row: 6 rows x 4 vectors is 24
-/// accumulators of 32 registers.
+/// taken as a lane of them, so that a step costs one load and one SDOT per vector and row: 5 rows x 4 vectors is 20
+/// accumulators, 5 rows and 4 weight vectors, of 32 registers.
 ///
 /// # Safety
 /// The CPU has the dot product; the weights are packed for `Kernel::Sdot`; rows `first_row..first_row + R` exist;
@@ -116,8 +114,9 @@ macro_rules! smull_high {
 
 /// 8 columns (2 vectors of 4 columns' 4 bytes), for cores without the dot product: `smull`/`smull2` multiply the
 /// bytes into exact 16-bit products (at most 128 x 128), `sadalp` adds them in pairs into 32-bit lanes. Each lane
-/// holds half a column's sum (2 of each step's 4 k values), so 6 rows x 4 accumulators; the halves are added at
-/// the end. Four steps per iteration, so that the loop's own instructions are spread over 32 multiplications.
+/// holds half a column's sum (2 of each step's 4 k values), so 5 rows x 4 accumulators; the halves are added at
+/// the end. Four steps per iteration, so that the loop's own instructions and the row's load are spread over 32
+/// multiplications.
 ///
 /// # Safety
 /// The weights are packed for `Kernel::Neon`; rows `first_row..first_row + R` exist; `sums` holds `R * 8` values.
@@ -135,22 +134,32 @@ unsafe fn neon<const R: usize>(
     // SAFETY: every aarch64 core has NEON.
     let mut accumulators = [[unsafe { vdupq_n_s32(0) }; 4]; R];
     for chunk in 0..weights.steps / STEPS {
-        for step in chunk * STEPS..(chunk + 1) * STEPS {
-            // SAFETY: the group has `steps` blocks of 32 bytes (`steps` a multiple of 4); the rows have `steps`
-            // steps of 4 aligned bytes.
-            unsafe {
-                let block = blocks.add(step * BLOCK);
-                let w = [vld1q_s8(block), vld1q_s8(block.add(16))];
-                for (row, accumulators) in rows.iter().zip(&mut accumulators) {
-                    // The row's 4 values, repeated for the 4 columns.
-                    let a = vreinterpretq_s8_s32(vld1q_dup_s32(row.add(step * K_STEP).cast()));
-                    for (halves, w) in accumulators.chunks_exact_mut(2).zip(w) {
-                        halves[0] =
-                            vpadalq_s16(halves[0], vmull_s8(vget_low_s8(w), vget_low_s8(a)));
-                        halves[1] = vpadalq_s16(halves[1], smull_high!(w, a));
+        // SAFETY: the group has `steps` blocks of 32 bytes (`steps` a multiple of 4); the rows have whole chunks
+        // of 16 bytes.
+        unsafe {
+            // A row's 16 bytes (4 steps) read at once; each step's 4 repeated from a lane of them.
+            let a: [int32x4_t; R] = std::array::from_fn(|r| {
+                vreinterpretq_s32_u8(vld1q_u8(rows[r].add(chunk * K_ALIGN)))
+            });
+            let chunk_blocks = blocks.add(chunk * STEPS * BLOCK);
+            macro_rules! step {
+                ($lane:literal) => {
+                    let block = chunk_blocks.add($lane * BLOCK);
+                    let w = [vld1q_s8(block), vld1q_s8(block.add(16))];
+                    for (a, accumulators) in a.iter().zip(&mut accumulators) {
+                        let a = vreinterpretq_s8_s32(vdupq_laneq_s32::<$lane>(*a));
+                        for (halves, w) in accumulators.chunks_exact_mut(2).zip(w) {
+                            halves[0] =
+                                vpadalq_s16(halves[0], vmull_s8(vget_low_s8(w), vget_low_s8(a)));
+                            halves[1] = vpadalq_s16(halves[1], smull_high!(w, a));
+                        }
                     }
-                }
+                };
             }
+            step!(0);
+            step!(1);
+            step!(2);
+            step!(3);
         }
     }
     for (r, accumulators) in accumulators.iter().enumerate() {

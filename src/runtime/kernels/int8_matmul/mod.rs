@@ -31,8 +31,8 @@ const K_STEP: usize = 4;
 /// The k axis of weights and activations is padded with zeros to a multiple of this: SDOT's kernel reads the
 /// activations 16 bytes (four steps) at a time.
 const K_ALIGN: usize = 16;
-/// Rows of activations one pass over a group's weights serves at most. Six, not four, so that a beam of 5 is one
-/// pass: the vocabulary projection then reads its 38 MB once (BENCHMARKS.md).
+/// Rows of activations one pass over a group's weights serves at most (a kernel may take fewer: its tiles). At
+/// least five, so that a beam of 5 is one pass: the vocabulary projection then reads its 38 MB once (BENCHMARKS.md).
 const MAX_ROWS_PER_PASS: usize = 6;
 /// Products of fewer multiply-adds stay on one thread: a few tens of microseconds of work, where handing a share
 /// over and waiting for it would be a sizeable part.

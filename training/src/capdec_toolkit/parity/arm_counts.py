@@ -9,8 +9,9 @@ its running total at each call, so every stage's count is per sample: encode, ma
 (one row), beam step (five rows), whole greedy and beam captions. Beside them, the minimum for the stage's int8
 products, from the multiply-adds and weights the bench reports:
 
-    with the dot product (SDOT):  (multiply-adds + weights) / 16   one SDOT per 16 multiply-adds, one load per 16 weights
-    without (smull/sadalp):     (4 x multiply-adds + weights) / 16  smull, smull2 and two sadalp per 16
+    with the dot product (SDOT):  multiply-adds / 16 + weights / 32       one SDOT per 16 multiply-adds, one `ldp`
+                                                                      (32 bytes) per 32 weights
+    without (smull/sadalp):     4 x multiply-adds / 16 + weights / 32   smull, smull2 and two sadalp per 16
 
 Everything else a stage does (normalisation, attention over the past, activations, quantization) is above it.
 Run by scripts/arm-bench, on the system Python (standard library only)."""
@@ -35,6 +36,10 @@ OUTSIDE = "[outside capdec: loader, libc, libm]"
 DYNAMIC_QEMU = {"aarch64": "qemu-aarch64", "armv7": "qemu-arm"}
 NM = {"aarch64": "aarch64-linux-gnu-nm", "armv7": "arm-linux-gnueabihf-nm"}
 MARK = "capdec_bench_mark"
+# `capdec bench`'s stages in its order, and whether a run of it is one sample per token (the decoder steps).
+STAGES = [("preprocess", False), ("encode", False), ("map", False), ("decoder prefix step", False),
+          ("decoder token step", True), ("decoder beam step", True), ("caption greedy", False),
+          ("caption beam", False)]
 KERNEL_VARIABLE = "CAPDEC_INT8_KERNEL"
 # Cores whose HWCAPs have the dot product (qemu's -cpu), and so run the SDOT kernel.
 DOT_PRODUCT_CPUS = {"cortex-a76", "max"}
@@ -89,11 +94,23 @@ class StageCount:
     weights: float
 
 
+def window(stage: str, tokens: int) -> int:
+    """The mark that opens the last sample of a stage, in a bench run of one run and no warm-up."""
+    names = [name for name, _ in STAGES]
+    if stage not in names:
+        raise SystemExit(f"arm-bench: no stage `{stage}` (stages: {', '.join(names)})")
+    samples = [tokens if per_token else 1 for _, per_token in STAGES]
+    last = sum(samples[: names.index(stage) + 1]) - 1
+    return 2 * last
+
+
 def stage_counts(report: dict, marks: list[int]) -> list[StageCount]:
     """Each stage's instructions per sample, from the bench's JSON report (one thread, no warm-up) and the plugin's
     marks: two per sample, stage after stage."""
     [threads] = report["threads"]
     stages = threads["stages"]
+    if [stage["stage"] for stage in stages] != [name for name, _ in STAGES]:
+        raise SystemExit("arm-bench: capdec bench's stages are not arm_counts.STAGES: update the list")
     expected = 2 * sum(stage["samples"] for stage in stages)
     if len(marks) != expected:
         raise SystemExit(f"arm-bench: {len(marks)} marks for {expected} (2 per sample): run the bench with "
@@ -111,7 +128,7 @@ def stage_counts(report: dict, marks: list[int]) -> list[StageCount]:
 def minimum(stage: StageCount, dot_product: bool) -> float:
     """The instructions the stage's int8 products need at least (the module's formula)."""
     per_multiply_add = 1 if dot_product else 4
-    return (per_multiply_add * stage.multiply_adds + stage.weights) / 16
+    return per_multiply_add * stage.multiply_adds / 16 + stage.weights / 32
 
 
 @dataclass
@@ -125,8 +142,9 @@ def count(core: Core, kernel: str, args: argparse.Namespace, table: list[tuple[i
     """`capdec bench` under the counting emulator as one core, on tract's kernels or ours."""
     runner = qemu_runner(core, args.bind, scratch)
     out = scratch / f"{core.key}-{args.precision}-{kernel}.counts"
-    runner.prefix = [DYNAMIC_QEMU["aarch64"], "-plugin", f"{args.plugin},out={out},mark={PIE_BASE + mark:x}",
-                     *runner.prefix[1:]]
+    opening = window(args.functions_of, args.tokens)
+    runner.prefix = [DYNAMIC_QEMU["aarch64"], "-plugin",
+                     f"{args.plugin},out={out},mark={PIE_BASE + mark:x},window={opening}", *runner.prefix[1:]]
     command = runner.command(args.binary, [
         "bench", "--json", "--model", args.bundle, "--precision", args.precision, "--threads", "1",
         "--runs", "1", "--warmup", "0", "--tokens", str(args.tokens), "--beam", str(args.beam),
@@ -140,7 +158,7 @@ def count(core: Core, kernel: str, args: argparse.Namespace, table: list[tuple[i
         raise SystemExit(f"arm-bench: {core.key}, {kernel}: capdec failed: {done.stderr[-2000:]}")
     lines = out.read_text().splitlines()
     marks = [int(line.split()[1]) for line in lines if line.startswith("mark ")]
-    blocks = "\n".join(line for line in lines if not line.startswith("mark "))
+    blocks = "\n".join(line.split(" ", 1)[1] for line in lines if line.startswith("window "))
     return Run(stage_counts(json.loads(done.stdout), marks), attribute(blocks, table, PIE_BASE))
 
 
@@ -162,13 +180,13 @@ def print_core(core: Core, args: argparse.Namespace, tracts: Run, ours: Run) -> 
     print()
     for name, run in (("tract's", tracts), ("our", ours)):
         total = sum(run.functions.values())
-        print(f"Functions of the whole bench run on {name} kernels ({total / 1e9:,.2f} G instructions, loading "
-              "included):")
+        print(f"Functions of one {args.functions_of} (the last sample) on {name} kernels ({total / 1e6:,.2f} M "
+              "instructions):")
         print()
-        print("| function | G instructions | share |")
+        print("| function | M instructions | share |")
         print("|---|---|---|")
         for function, executed in run.functions.most_common(args.top):
-            print(f"| `{short(function)}` | {executed / 1e9:,.3f} | {executed / total:.0%} |")
+            print(f"| `{short(function)}` | {executed / 1e6:,.2f} | {executed / total:.0%} |")
         print()
     sys.stdout.flush()
 
@@ -183,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", default="a53,a72,a76", help="keys of arm_parity.CORES (aarch64 ones)")
     parser.add_argument("--tokens", type=int, default=4, help="tokens of every benchmarked caption")
     parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--functions-of", default="decoder token step", help="the stage whose functions are shown")
     parser.add_argument("--top", type=int, default=6, help="functions shown per run")
     parser.add_argument("--jobs", type=int, default=2, help="emulators run at once")
     args = parser.parse_args(argv)
