@@ -3,13 +3,17 @@ each stage's count lies between its samples' marks."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from capdec_toolkit.parity.arm_counts import (
     OUTSIDE,
     PIE_BASE,
     STAGES,
+    StageCount,
     attribute,
+    check,
     minimum,
     stage_counts,
     window,
@@ -53,10 +57,10 @@ def test_stages_are_counted_between_their_marks() -> None:
     assert by_name["encode"] == 1000
     assert by_name["decoder token step"] == 60
     assert by_name["caption beam"] == 90
-    # One SDOT per 16 multiply-adds and one load per 32 weights; without the dot product 4 per 16.
+    # One SDOT per 16 multiply-adds and one load per 16 weights (or 32, with ldp); without the dot product 4 per 16.
     encode, token_step = counts[1], counts[4]
-    assert minimum(encode, dot_product=True) == 3200 / 16 + 64 / 32
-    assert minimum(token_step, dot_product=False) == 4 * 160 / 16 + 160 / 32
+    assert minimum(encode, dot_product=True) == 3200 / 16 + 64 / 16
+    assert minimum(token_step, dot_product=False, load_bytes=32) == 4 * 160 / 16 + 160 / 32
 
 
 def test_marks_that_do_not_match_the_samples_are_refused() -> None:
@@ -72,3 +76,24 @@ def test_the_window_opens_at_the_last_sample_of_its_stage() -> None:
     assert window("decoder token step", tokens=4) == 2 * 7
     with pytest.raises(SystemExit, match="no stage `decode`"):
         window("decode", tokens=4)
+
+
+def test_a_check_names_every_stage_off_its_record_or_over_tracts() -> None:
+    args = argparse.Namespace(bundle="models/fixture-tiny", precision="int8", tokens=4, beam=5)
+
+    def counts(token_step: float) -> list[StageCount]:
+        return [StageCount("encode", 1000.0, 0.0, 0.0), StageCount("decoder token step", token_step, 0.0, 0.0)]
+
+    expected = {"bundle": "models/fixture-tiny", "precision": "int8", "tokens": 4, "beam": 5, "tolerance": 0.03,
+                "cores": {"a72": {"encode": 1000, "decoder token step": 100}}}
+    assert check(expected, args, {"a72": counts(500.0)}, {"a72": counts(102.0)}) == []
+    problems = check(expected, args, {"a72": counts(90.0)}, {"a72": counts(110.0)})
+    assert problems == [
+        "a72, decoder token step: 110 instructions, recorded 100 (+10.0%, tolerance 3%)",
+        "a72, decoder token step: ours 110 instructions, over tract's 90",
+    ]
+    args.tokens = 2
+    assert check(expected, args, {"a72": counts(500.0)}, {}) == [
+        "recorded with tokens 4, run with 2",
+        "a72: recorded but not run (--cores)",
+    ]

@@ -3,7 +3,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{Activations, Int8Weights, K_ALIGN, K_STEP, Kernel, Tile};
+use super::{Activations, Int8Weights, K_ALIGN, K_STEP, Kernel, Sums, Tile};
 
 pub(super) fn available(kernel: Kernel) -> bool {
     match kernel {
@@ -47,14 +47,14 @@ macro_rules! sdot_lane {
 ///
 /// # Safety
 /// The CPU has the dot product; the weights are packed for `Kernel::Sdot`; rows `first_row..first_row + R` exist;
-/// `sums` holds `R * 16` values.
+/// `sums` has `R` rows of the group's columns.
 #[target_feature(enable = "dotprod")]
 unsafe fn sdot<const R: usize>(
     weights: &Int8Weights,
     activations: &Activations,
     group: usize,
     first_row: usize,
-    sums: &mut [i32],
+    sums: Sums,
 ) {
     const BLOCK: usize = 16 * K_STEP;
     let blocks = weights.group(group);
@@ -89,8 +89,8 @@ unsafe fn sdot<const R: usize>(
     }
     for (r, accumulators) in accumulators.iter().enumerate() {
         for (b, &sum) in accumulators.iter().enumerate() {
-            // SAFETY: `sums` holds R * 16 values.
-            unsafe { vst1q_s32(sums.as_mut_ptr().add(r * 16 + b * 4), sum) };
+            // SAFETY: `sums` has R rows of the group's columns.
+            unsafe { vst1q_s32(sums.at.add(r * sums.stride + b * 4), sum) };
         }
     }
 }
@@ -115,17 +115,17 @@ macro_rules! smull_high {
 /// 8 columns (2 vectors of 4 columns' 4 bytes), for cores without the dot product: `smull`/`smull2` multiply the
 /// bytes into exact 16-bit products (at most 128 x 128), `sadalp` adds them in pairs into 32-bit lanes. Each lane
 /// holds half a column's sum (2 of each step's 4 k values), so 5 rows x 4 accumulators; the halves are added at
-/// the end. Four steps per iteration, so that the loop's own instructions and the row's load are spread over 32
-/// multiplications.
+/// the end. Four steps per iteration, so that the loop's own instructions are spread over 32 multiplications.
 ///
 /// # Safety
-/// The weights are packed for `Kernel::Neon`; rows `first_row..first_row + R` exist; `sums` holds `R * 8` values.
+/// The weights are packed for `Kernel::Neon`; rows `first_row..first_row + R` exist; `sums` has `R` rows of the
+/// group's columns.
 unsafe fn neon<const R: usize>(
     weights: &Int8Weights,
     activations: &Activations,
     group: usize,
     first_row: usize,
-    sums: &mut [i32],
+    sums: Sums,
 ) {
     const BLOCK: usize = 8 * K_STEP;
     const STEPS: usize = K_ALIGN / K_STEP;
@@ -137,17 +137,30 @@ unsafe fn neon<const R: usize>(
         // SAFETY: the group has `steps` blocks of 32 bytes (`steps` a multiple of 4); the rows have whole chunks
         // of 16 bytes.
         unsafe {
-            // A row's 16 bytes (4 steps) read at once; each step's 4 repeated from a lane of them.
+            // With one or two rows, a row's 16 bytes (4 steps) are read at once and each step's 4 repeated from a
+            // lane of them, which spares the address arithmetic of four loads; with more, the rows' registers
+            // would crowd out the accumulators, and each step's 4 bytes are loaded repeated (`ld1r`).
+            let by_lane = R <= 2;
+            let chunk_rows: [*const u8; R] = std::array::from_fn(|r| rows[r].add(chunk * K_ALIGN));
             let a: [int32x4_t; R] = std::array::from_fn(|r| {
-                vreinterpretq_s32_u8(vld1q_u8(rows[r].add(chunk * K_ALIGN)))
+                if by_lane {
+                    vreinterpretq_s32_u8(vld1q_u8(chunk_rows[r]))
+                } else {
+                    vdupq_n_s32(0)
+                }
             });
             let chunk_blocks = blocks.add(chunk * STEPS * BLOCK);
             macro_rules! step {
                 ($lane:literal) => {
                     let block = chunk_blocks.add($lane * BLOCK);
                     let w = [vld1q_s8(block), vld1q_s8(block.add(16))];
-                    for (a, accumulators) in a.iter().zip(&mut accumulators) {
-                        let a = vreinterpretq_s8_s32(vdupq_laneq_s32::<$lane>(*a));
+                    for ((a, row), accumulators) in a.iter().zip(chunk_rows).zip(&mut accumulators)
+                    {
+                        let a = vreinterpretq_s8_s32(if by_lane {
+                            vdupq_laneq_s32::<$lane>(*a)
+                        } else {
+                            vld1q_dup_s32(row.add($lane * K_STEP).cast())
+                        });
                         for (halves, w) in accumulators.chunks_exact_mut(2).zip(w) {
                             halves[0] =
                                 vpadalq_s16(halves[0], vmull_s8(vget_low_s8(w), vget_low_s8(a)));
@@ -164,10 +177,10 @@ unsafe fn neon<const R: usize>(
     }
     for (r, accumulators) in accumulators.iter().enumerate() {
         for (b, halves) in accumulators.chunks_exact(2).enumerate() {
-            // SAFETY: `sums` holds R * 8 values.
+            // SAFETY: `sums` has R rows of the group's columns.
             unsafe {
                 vst1q_s32(
-                    sums.as_mut_ptr().add(r * 8 + b * 4),
+                    sums.at.add(r * sums.stride + b * 4),
                     vpaddq_s32(halves[0], halves[1]),
                 )
             };

@@ -7,9 +7,10 @@
 //! One kernel per instruction set ([`Kernel`], chosen at run time from the CPU's features): AVX-512 VNNI, AVX-VNNI
 //! and AVX2 on x86-64; SDOT (dot product: Pi 5, Jetson Orin) and widening multiplies (every aarch64 core: Pi 3 and
 //! 4) on aarch64. Each reads the weights packed once, at load, for its own vector width (`Int8Weights`), and
-//! writes the plain integer sums of up to six rows by one group of columns; the zero points' correction and the
-//! scale are done once for all of them (`finish`). `rewrite::int8_products_on_our_kernel` puts the op in the graph
-//! where a kernel runs; elsewhere (armv7, other architectures) tract's kernels stay.
+//! writes the plain integer sums of up to six rows by one group of columns into the output; the zero points'
+//! correction and the scale are then done in place for a block of groups at once (`finish`).
+//! `rewrite::int8_products_on_our_kernel` puts the op in the graph where a kernel runs; elsewhere (armv7, other
+//! architectures) tract's kernels stay.
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
@@ -34,6 +35,9 @@ const K_ALIGN: usize = 16;
 /// Rows of activations one pass over a group's weights serves at most (a kernel may take fewer: its tiles). At
 /// least five, so that a beam of 5 is one pass: the vocabulary projection then reads its 38 MB once (BENCHMARKS.md).
 const MAX_ROWS_PER_PASS: usize = 6;
+/// Groups whose sums are corrected together, in place: columns enough for long vectorised loops, few enough that
+/// they are still in cache (1,024 to 4,096 columns).
+const BLOCK_GROUPS: usize = 64;
 /// Products of fewer multiply-adds stay on one thread: a few tens of microseconds of work, where handing a share
 /// over and waiting for it would be a sizeable part.
 const PARALLEL_MIN_MACS: usize = 1 << 20;
@@ -56,9 +60,8 @@ pub enum Kernel {
     Neon,
 }
 
-/// Computes the plain sums of `R` rows by one group of columns: `fn(weights, activations, group, first_row, sums)`,
-/// writing `sums[r * group_columns + c]`.
-type Tile = unsafe fn(&Int8Weights, &Activations, usize, usize, &mut [i32]);
+/// Computes the plain sums of `R` rows by one group of columns: `fn(weights, activations, group, first_row, sums)`.
+type Tile = unsafe fn(&Int8Weights, &Activations, usize, usize, Sums);
 
 impl Kernel {
     /// In order of preference on their architecture.
@@ -323,7 +326,8 @@ impl EvalOp for Int8MatMul {
             let scale = scale.try_as_plain_ram()?;
             let scale = scale.as_slice::<f32>()?;
             ensure!(scale.len() == 1, "a scale of {} values", scale.len());
-            let mut output = Tensor::zero::<f32>(&output_shape)?;
+            // SAFETY: `multiply` writes every value.
+            let mut output = unsafe { Tensor::uninitialized::<f32>(&output_shape)? };
             let mut values = output.try_as_plain_ram_mut()?;
             let values = values.as_slice_mut::<f32>()?;
             multiply(
@@ -334,7 +338,8 @@ impl EvalOp for Int8MatMul {
             );
             output
         } else {
-            let mut output = Tensor::zero::<i32>(&output_shape)?;
+            // SAFETY: `multiply` writes every value.
+            let mut output = unsafe { Tensor::uninitialized::<i32>(&output_shape)? };
             let mut values = output.try_as_plain_ram_mut()?;
             let values = values.as_slice_mut::<i32>()?;
             multiply(weights, &activations, None, values.as_mut_ptr().cast());
@@ -446,7 +451,7 @@ impl std::ops::Sub for Work {
     }
 }
 
-/// Writes the product to `output`, `rows * n` values (i32, or f32 with a scale). Splits the column groups among
+/// Writes the product to `output`, all of its `rows * n` values (i32, or f32 with a scale). Splits the column groups among
 /// as many threads as tract is given (`capdec bench --threads`), on our own spinning helpers, when the product is
 /// big enough.
 fn multiply(
@@ -460,26 +465,52 @@ fn multiply(
     WEIGHTS.fetch_add(product_weights, Ordering::Relaxed);
     let output = OutputColumns(output);
     let tiles = weights.kernel.tiles();
+    let group_columns = weights.group_columns;
     let run = |first: usize, last: usize| {
-        let mut sums = [0i32; MAX_ROWS_PER_PASS * 64];
-        for group in first..last {
-            let mut row = 0;
-            while row < activations.rows {
-                let rows = (activations.rows - row).min(tiles.len());
-                // SAFETY: the op exists only where the kernel's instructions do (`Int8MatMul::new`); the weights
-                // were packed for it; rows `row..row + rows` exist; `sums` holds `rows * group_columns` values.
-                unsafe { tiles[rows - 1](weights, activations, group, row, &mut sums) };
-                finish(
-                    weights,
-                    activations,
-                    scale,
-                    group,
-                    row..row + rows,
-                    &sums,
-                    output,
-                );
-                row += rows;
+        // A last group that the columns do not fill goes through this buffer of whole groups.
+        let mut partial = [0i32; MAX_ROWS_PER_PASS * 64];
+        for block in (first..last).step_by(BLOCK_GROUPS) {
+            let groups = block..(block + BLOCK_GROUPS).min(last);
+            let columns = groups.start * group_columns..(groups.end * group_columns).min(weights.n);
+            for group in groups {
+                let mut row = 0;
+                while row < activations.rows {
+                    let rows = (activations.rows - row).min(tiles.len());
+                    let column = group * group_columns;
+                    let whole = column + group_columns <= weights.n;
+                    let sums = if whole {
+                        // SAFETY: `output` holds `rows * n` values; this row and group are within them.
+                        let at = unsafe { output.0.add(row * weights.n + column) };
+                        Sums {
+                            at: at.cast(),
+                            stride: weights.n,
+                        }
+                    } else {
+                        Sums {
+                            at: partial.as_mut_ptr(),
+                            stride: group_columns,
+                        }
+                    };
+                    // SAFETY: the op exists only where the kernel's instructions do (`Int8MatMul::new`); the
+                    // weights were packed for it; rows `row..row + rows` exist; `sums` has as many rows of the
+                    // group's columns (the output's, or the buffer's), which no other thread writes (`split`).
+                    unsafe { tiles[rows - 1](weights, activations, group, row, sums) };
+                    if !whole {
+                        let kept = weights.n - column;
+                        for r in 0..rows {
+                            // SAFETY: columns `column..n` of the row are in the output.
+                            let to = unsafe { output.0.add((row + r) * weights.n + column) };
+                            for (c, &sum) in partial[r * group_columns..][..kept].iter().enumerate()
+                            {
+                                // SAFETY: as above.
+                                unsafe { to.add(c).write(sum as u32) };
+                            }
+                        }
+                    }
+                    row += rows;
+                }
             }
+            finish(weights, activations, scale, columns, output);
         }
     };
     let threads = match current_tract_executor() {
@@ -493,43 +524,48 @@ fn multiply(
     spin_pool::split(threads, weights.groups(), &run);
 }
 
-/// The zero points' correction of a tile's sums, the scale if any, and the store of the columns that exist.
+/// Where a tile writes its plain sums: row `r`, column `c` of the group at `at + r * stride + c`.
+#[derive(Clone, Copy)]
+struct Sums {
+    at: *mut i32,
+    stride: usize,
+}
+
+/// The zero points' correction of the plain sums the tiles left in `columns` of every row of the output, and the
+/// scale if any, in place: long rows, which the compiler vectorises.
 fn finish(
     weights: &Int8Weights,
     activations: &Activations,
     scale: Option<f32>,
-    group: usize,
-    rows: std::ops::Range<usize>,
-    sums: &[i32],
+    columns: std::ops::Range<usize>,
     output: OutputColumns,
 ) {
-    let first_column = group * weights.group_columns;
-    let kept = (weights.n - first_column).min(weights.group_columns);
-    let column_terms = &weights.column_sums[first_column..][..kept];
-    for (tile_row, row) in rows.enumerate() {
+    let column_terms = &weights.column_sums[columns.clone()];
+    for row in 0..activations.rows {
         let row_term = weights.zero_point.wrapping_mul(activations.row_terms[row]);
-        let sums = &sums[tile_row * weights.group_columns..][..kept];
-        let corrected = sums.iter().zip(column_terms).map(|(&sum, &column_sum)| {
-            sum.wrapping_sub(activations.zero_point.wrapping_mul(column_sum))
+        // SAFETY: `output` holds `rows * n` values and `columns.end <= n`; no other thread writes these columns
+        // (`multiply`).
+        let values = unsafe {
+            std::slice::from_raw_parts_mut(
+                output.0.add(row * weights.n + columns.start),
+                columns.len(),
+            )
+        };
+        let corrected = |sum: u32, column_sum: i32| {
+            (sum as i32)
+                .wrapping_sub(activations.zero_point.wrapping_mul(column_sum))
                 .wrapping_add(row_term)
-        });
-        // SAFETY: `output` holds `rows * n` values and `first_column + kept <= n`; no other thread writes this
-        // group's columns (`multiply`).
-        let to = unsafe { output.0.add(row * weights.n + first_column) };
+        };
         match scale {
+            // Cast, then multiply: the rounding of tract's `Cast` and `Mul`, one after the other.
             Some(scale) => {
-                // SAFETY: as above.
-                let to = unsafe { std::slice::from_raw_parts_mut(to.cast::<f32>(), kept) };
-                // Cast, then multiply: the rounding of tract's `Cast` and `Mul`, one after the other.
-                for (to, value) in to.iter_mut().zip(corrected) {
-                    *to = value as f32 * scale;
+                for (value, &column_sum) in values.iter_mut().zip(column_terms) {
+                    *value = (corrected(*value, column_sum) as f32 * scale).to_bits();
                 }
             }
             None => {
-                // SAFETY: as above.
-                let to = unsafe { std::slice::from_raw_parts_mut(to.cast::<i32>(), kept) };
-                for (to, value) in to.iter_mut().zip(corrected) {
-                    *to = value;
+                for (value, &column_sum) in values.iter_mut().zip(column_terms) {
+                    *value = corrected(*value, column_sum) as u32;
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Activations, Int8Weights, K_STEP, Kernel, Tile};
+use super::{Activations, Int8Weights, K_STEP, Kernel, Sums, Tile};
 
 pub(super) fn available(kernel: Kernel) -> bool {
     match kernel {
@@ -61,14 +61,14 @@ unsafe fn four_bytes(row: *const u8, step: usize) -> i32 {
 ///
 /// # Safety
 /// The CPU has AVX-512 F, BW and VNNI; the weights are packed for `Kernel::Avx512Vnni`; rows `first_row..first_row
-/// + R` exist; `sums` holds `R * 64` values.
+/// + R` exist; `sums` has `R` rows of the group's columns.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn avx512_vnni<const R: usize>(
     weights: &Int8Weights,
     activations: &Activations,
     group: usize,
     first_row: usize,
-    sums: &mut [i32],
+    sums: Sums,
 ) {
     let blocks = weights.group(group).cast::<__m512i>();
     let rows: [*const u8; R] = std::array::from_fn(|r| activations.row(first_row + r));
@@ -93,8 +93,8 @@ unsafe fn avx512_vnni<const R: usize>(
     }
     for (r, accumulators) in accumulators.iter().enumerate() {
         for (b, &sum) in accumulators.iter().enumerate() {
-            // SAFETY: `sums` holds R * 64 values.
-            unsafe { _mm512_storeu_si512(sums.as_mut_ptr().add(r * 64 + b * 16).cast(), sum) };
+            // SAFETY: `sums` has R rows of the group's columns.
+            unsafe { _mm512_storeu_si512(sums.at.add(r * sums.stride + b * 16).cast(), sum) };
         }
     }
 }
@@ -103,14 +103,14 @@ unsafe fn avx512_vnni<const R: usize>(
 ///
 /// # Safety
 /// The CPU has AVX2 and AVX-VNNI; the weights are packed for `Kernel::AvxVnni`; rows `first_row..first_row + R`
-/// exist; `sums` holds `R * 16` values.
+/// exist; `sums` has `R` rows of the group's columns.
 #[target_feature(enable = "avx2,avxvnni")]
 unsafe fn avx_vnni<const R: usize>(
     weights: &Int8Weights,
     activations: &Activations,
     group: usize,
     first_row: usize,
-    sums: &mut [i32],
+    sums: Sums,
 ) {
     let blocks = weights.group(group).cast::<__m256i>();
     let rows: [*const u8; R] = std::array::from_fn(|r| activations.row(first_row + r));
@@ -130,8 +130,8 @@ unsafe fn avx_vnni<const R: usize>(
     }
     for (r, accumulators) in accumulators.iter().enumerate() {
         for (b, &sum) in accumulators.iter().enumerate() {
-            // SAFETY: `sums` holds R * 16 values.
-            unsafe { _mm256_storeu_si256(sums.as_mut_ptr().add(r * 16 + b * 8).cast(), sum) };
+            // SAFETY: `sums` has R rows of the group's columns.
+            unsafe { _mm256_storeu_si256(sums.at.add(r * sums.stride + b * 8).cast(), sum) };
         }
     }
 }
@@ -143,14 +143,14 @@ unsafe fn avx_vnni<const R: usize>(
 ///
 /// # Safety
 /// The CPU has AVX2; the weights are packed for `Kernel::Avx2`; rows `first_row..first_row + R` exist; `sums`
-/// holds `R * 8` values.
+/// has `R` rows of the group's columns.
 #[target_feature(enable = "avx2")]
 unsafe fn avx2<const R: usize>(
     weights: &Int8Weights,
     activations: &Activations,
     group: usize,
     first_row: usize,
-    sums: &mut [i32],
+    sums: Sums,
 ) {
     let blocks = weights.group(group).cast::<__m128i>();
     let rows: [*const u8; R] = std::array::from_fn(|r| activations.row(first_row + r));
@@ -177,7 +177,7 @@ unsafe fn avx2<const R: usize>(
     for (r, [low, high]) in accumulators.iter().enumerate() {
         // Halves added: columns 0 1 4 5 | 2 3 6 7, then the 64-bit lanes put in order.
         let columns = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(*low, *high));
-        // SAFETY: `sums` holds R * 8 values.
-        unsafe { _mm256_storeu_si256(sums.as_mut_ptr().add(r * 8).cast(), columns) };
+        // SAFETY: `sums` has R rows of the group's columns.
+        unsafe { _mm256_storeu_si256(sums.at.add(r * sums.stride).cast(), columns) };
     }
 }

@@ -9,9 +9,11 @@ its running total at each call, so every stage's count is per sample: encode, ma
 (one row), beam step (five rows), whole greedy and beam captions. Beside them, the minimum for the stage's int8
 products, from the multiply-adds and weights the bench reports:
 
-    with the dot product (SDOT):  multiply-adds / 16 + weights / 32       one SDOT per 16 multiply-adds, one `ldp`
-                                                                      (32 bytes) per 32 weights
-    without (smull/sadalp):     4 x multiply-adds / 16 + weights / 32   smull, smull2 and two sadalp per 16
+    with the dot product (SDOT):  multiply-adds / 16 + weights / 16       one SDOT per 16 multiply-adds, one
+                                                                      16-byte load per 16 weights
+    without (smull/sadalp):     4 x multiply-adds / 16 + weights / 16   smull, smull2 and two sadalp per 16
+
+and, stricter, the same with one `ldp` (a 32-byte load) per 32 weights: weights / 32.
 
 Everything else a stage does (normalisation, attention over the past, activations, quantization) is above it.
 Run by scripts/arm-bench, on the system Python (standard library only)."""
@@ -125,10 +127,11 @@ def stage_counts(report: dict, marks: list[int]) -> list[StageCount]:
     return counts
 
 
-def minimum(stage: StageCount, dot_product: bool) -> float:
-    """The instructions the stage's int8 products need at least (the module's formula)."""
+def minimum(stage: StageCount, dot_product: bool, load_bytes: int = 16) -> float:
+    """The instructions the stage's int8 products need at least (the module's formula), with loads of 16 or 32
+    bytes."""
     per_multiply_add = 1 if dot_product else 4
-    return per_multiply_add * stage.multiply_adds / 16 + stage.weights / 32
+    return per_multiply_add * stage.multiply_adds / 16 + stage.weights / load_bytes
 
 
 @dataclass
@@ -170,13 +173,15 @@ def print_core(core: Core, args: argparse.Namespace, tracts: Run, ours: Run) -> 
     print(f"M instructions per sample, one thread; steps at a past of up to {args.tokens} tokens, the beam step "
           f"{args.beam} rows; minimum: the int8 products' ({'SDOT' if dot_product else 'smull/sadalp'} formula)")
     print()
-    print(f"| stage | tract | ours ({kernel}) | ours / tract | minimum | ours / minimum |")
-    print("|---|---|---|---|---|---|")
+    print(f"| stage | tract | ours ({kernel}) | ours / tract | minimum | ours / minimum | ours / minimum with "
+          "`ldp` |")
+    print("|---|---|---|---|---|---|---|")
     for theirs, mine in zip(tracts.counts, ours.counts):
-        least = minimum(mine, dot_product)
+        least, strict = minimum(mine, dot_product), minimum(mine, dot_product, load_bytes=32)
         over = f"{mine.instructions / least:.2f}" if least else "-"
+        over_strict = f"{mine.instructions / strict:.2f}" if strict else "-"
         print(f"| {mine.name} | {theirs.instructions / 1e6:,.2f} | {mine.instructions / 1e6:,.2f} | "
-              f"{mine.instructions / theirs.instructions:.2f} | {least / 1e6:,.2f} | {over} |")
+              f"{mine.instructions / theirs.instructions:.2f} | {least / 1e6:,.2f} | {over} | {over_strict} |")
     print()
     for name, run in (("tract's", tracts), ("our", ours)):
         total = sum(run.functions.values())
@@ -204,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--functions-of", default="decoder token step", help="the stage whose functions are shown")
     parser.add_argument("--top", type=int, default=6, help="functions shown per run")
     parser.add_argument("--jobs", type=int, default=2, help="emulators run at once")
+    parser.add_argument("--record", type=Path, help="write our kernels' counts of the main stages to this JSON file")
+    parser.add_argument("--expect", type=Path,
+                        help="fail unless our counts are those of this file (within its tolerance) and at or "
+                             "under tract's")
     args = parser.parse_args(argv)
     args.bind = can_bind_cpuinfo()
     table = symbols(NM["aarch64"], args.binary)
@@ -216,13 +225,68 @@ def main(argv: list[str] | None = None) -> int:
         if core is None:
             raise SystemExit(f"arm-bench: no aarch64 core `{key}` (arm_parity.CORES)")
         cores.append(core)
+    ours: dict[str, list[StageCount]] = {}
+    tracts: dict[str, list[StageCount]] = {}
     with tempfile.TemporaryDirectory() as scratch_name, ThreadPoolExecutor(args.jobs) as pool:
         scratch = Path(scratch_name)
         runs = {(core.key, kernel): pool.submit(count, core, kernel, args, table, mark, scratch)
                 for core in cores for kernel in ("tract", "ours")}
         for core in cores:
-            print_core(core, args, runs[core.key, "tract"].result(), runs[core.key, "ours"].result())
+            tract_run, our_run = runs[core.key, "tract"].result(), runs[core.key, "ours"].result()
+            print_core(core, args, tract_run, our_run)
+            tracts[core.key], ours[core.key] = tract_run.counts, our_run.counts
+    if args.record:
+        args.record.write_text(json.dumps(expected_counts(args, ours), indent=2) + "\n")
+        print(f"arm-bench: recorded {args.record}", file=sys.stderr)
+    if args.expect:
+        problems = check(json.loads(args.expect.read_text()), args, tracts, ours)
+        for problem in problems:
+            print(f"arm-bench: {problem}", file=sys.stderr)
+        if problems:
+            print(f"arm-bench: counts differ from {args.expect}; if a change meant that, record them again: "
+                  f"scripts/arm-bench --bundle {args.bundle} --cores {args.cores} --tokens {args.tokens} "
+                  f"--record {args.expect}", file=sys.stderr)
+            return 1
+        print(f"arm-bench: counts as in {args.expect}", file=sys.stderr)
     return 0
+
+
+# Stages whose counts `--record` keeps: the ones our kernels make (the rest is tract's and the search's).
+CHECKED_STAGES = ["encode", "map", "decoder prefix step", "decoder token step", "decoder beam step"]
+TOLERANCE = 0.03
+
+
+def expected_counts(args: argparse.Namespace, ours: dict[str, list[StageCount]]) -> dict:
+    return {
+        "bundle": args.bundle, "precision": args.precision, "tokens": args.tokens, "beam": args.beam,
+        "tolerance": TOLERANCE,
+        "cores": {key: {c.name: round(c.instructions) for c in counts if c.name in CHECKED_STAGES}
+                  for key, counts in ours.items()},
+    }
+
+
+def check(expected: dict, args: argparse.Namespace, tracts: dict[str, list[StageCount]],
+          ours: dict[str, list[StageCount]]) -> list[str]:
+    """What differs from a recorded run: each recorded stage of ours within the tolerance, and at or under
+    tract's count."""
+    settings = {"bundle": args.bundle, "precision": args.precision, "tokens": args.tokens, "beam": args.beam}
+    problems = [f"recorded with {key} {expected.get(key)!r}, run with {value!r}"
+                for key, value in settings.items() if expected.get(key) != value]
+    tolerance = float(expected.get("tolerance", TOLERANCE))
+    for key, stages in expected["cores"].items():
+        if key not in ours:
+            problems.append(f"{key}: recorded but not run (--cores)")
+            continue
+        counted = {c.name: c.instructions for c in ours[key]}
+        theirs = {c.name: c.instructions for c in tracts[key]}
+        for stage, recorded in stages.items():
+            now = counted[stage]
+            if abs(now - recorded) > tolerance * recorded:
+                problems.append(f"{key}, {stage}: {now:,.0f} instructions, recorded {recorded:,} "
+                                f"({now / recorded - 1:+.1%}, tolerance {tolerance:.0%})")
+            if now > theirs[stage]:
+                problems.append(f"{key}, {stage}: ours {now:,.0f} instructions, over tract's {theirs[stage]:,.0f}")
+    return problems
 
 
 if __name__ == "__main__":
