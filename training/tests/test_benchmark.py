@@ -12,6 +12,7 @@ from capdec_toolkit.bench.benchmark import (
     BenchSettings,
     capdec_reference_caption,
     fixed_length,
+    format_kernels,
     onnxruntime_stages,
 )
 from capdec_toolkit.bench.realsize import RealSize, generate, source_folder
@@ -50,3 +51,21 @@ def test_onnxruntime_stages_time_every_stage(bundle: Bundle, photos: list[Path])
     assert list(stages) == list(STAGES)
     for timing in stages.values():
         assert 0 < timing["median_ms"] <= timing["p90_ms"]
+
+
+def test_the_kernel_table_sets_every_kernel_beside_onnxruntime() -> None:
+    settings = BenchSettings(runs=1, warmup=0, tokens=2, threads=(1, 2))
+
+    def report(ms_at_one: float) -> dict:
+        return {"threads": [{"threads": t, "stages": [{"stage": s, "median_ms": ms_at_one / t} for s in STAGES]}
+                            for t in settings.threads]}
+
+    result = {
+        "bundle": "b",
+        "kernels": {"tract": report(8.0), "avx2": report(2.0)},
+        "onnxruntime": {t: {s: {"median_ms": 4.0} for s in STAGES} for t in settings.threads},
+    }
+    table = format_kernels(result, settings)
+    assert "| decoder token step | 8.00 | 2.00 | 4.00 | 2.00 | 0.50 |" in table
+    assert "| decoder token step | 4.00 | 1.00 | 4.00 | 1.00 | 0.25 |" in table
+    assert "| caption beam | 0.50 | 0.50 |" in table

@@ -184,6 +184,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
         args.json_out.write_text(json.dumps(results, indent=1) + "\n")
 
 
+def cmd_kernel_bench(args: argparse.Namespace) -> None:
+    from .bench.benchmark import BenchSettings, format_kernels, kernels_side_by_side
+    from .bench.realsize import ensure_bundle
+
+    if not args.binary.is_file():
+        raise FileNotFoundError(f"{args.binary}: no capdec binary (cargo build --release)")
+    threads = tuple(int(count) for count in args.threads.split(","))
+    settings = BenchSettings(args.runs, args.warmup, args.tokens, 5, threads)
+    bundle = ensure_bundle(args.name, args.folder, args.checksums)
+    result = kernels_side_by_side(args.binary, bundle, args.image, args.kernels.split(","), settings)
+    print(format_kernels(result, settings), flush=True)
+
+
 def cmd_api_clients(args: argparse.Namespace) -> None:
     from .parity.api_clients import run
 
@@ -300,6 +313,20 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", default="1,2")
     bench.add_argument("--json-out", type=Path, help="also write the raw results here")
     bench.set_defaults(run=cmd_bench)
+
+    kernels = commands.add_parser("kernel-bench", help="int8 stages on each of our kernels, tract's and onnxruntime")
+    kernels.add_argument("name", nargs="?", default="vitb32-mlp-distilgpt2", help="a real-size bundle")
+    kernels.add_argument("--kernels", default="tract,avx512-vnni,avx-vnni,avx2",
+                         help="CAPDEC_INT8_KERNEL values (tract: tract's own); each must run on this CPU")
+    kernels.add_argument("--binary", type=Path, default=Path("target/release/capdec"))
+    kernels.add_argument("--image", type=Path, default=Path("tests/data/images/chelsea.png"))
+    kernels.add_argument("--folder", type=Path, default=Path("models/real-size"))
+    kernels.add_argument("--checksums", type=Path, default=Path("models/real-size.sha256"))
+    kernels.add_argument("--runs", type=int, default=10)
+    kernels.add_argument("--warmup", type=int, default=2)
+    kernels.add_argument("--tokens", type=int, default=20)
+    kernels.add_argument("--threads", default="1,2")
+    kernels.set_defaults(run=cmd_kernel_bench)
 
     clients = commands.add_parser(
         "api-clients",

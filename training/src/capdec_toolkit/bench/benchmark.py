@@ -5,6 +5,7 @@ sequence at every step), in one session, so that ratios measured side by side ar
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import time
@@ -25,6 +26,7 @@ from ..reference.preprocess import load_rgb, preprocess
 from ..reference.reference import OrtCaptioner, OrtStepper
 from .realsize import source_folder
 
+KERNEL_VARIABLE = "CAPDEC_INT8_KERNEL"
 STAGES = (
     "preprocess",
     "encode",
@@ -156,17 +158,69 @@ def pytorch_caption_ms(bundle: Bundle, image: Image.Image, threads: int, setting
 
 
 def tract_report(
-    binary: Path, bundle: Bundle, precision: str, image_path: Path, settings: BenchSettings
+    binary: Path, bundle: Bundle, precision: str, image_path: Path, settings: BenchSettings,
+    kernel: str | None = None,
 ) -> dict[str, Any]:
+    """`capdec bench --json`, on the int8 kernel `kernel` names (CAPDEC_INT8_KERNEL) or the one the CPU picks."""
+    environ = {name: value for name, value in os.environ.items() if name != KERNEL_VARIABLE}
+    if kernel is not None:
+        environ[KERNEL_VARIABLE] = kernel
     command = [
         str(binary), "bench", str(image_path), "--model", str(bundle.folder), "--precision", precision,
         "--threads", ",".join(map(str, settings.threads)), "--runs", str(settings.runs),
         "--warmup", str(settings.warmup), "--tokens", str(settings.tokens), "--beam", str(settings.beam_size),
         "--json",
     ]
-    completed = subprocess.run(command, check=True, capture_output=True, text=True)
+    completed = subprocess.run(command, check=True, capture_output=True, text=True, env=environ)
     report: dict[str, Any] = json.loads(completed.stdout)
     return report
+
+
+def kernels_side_by_side(
+    binary: Path, bundle: Bundle, image_path: Path, kernels: list[str], settings: BenchSettings
+) -> dict[str, Any]:
+    """int8, stage by stage, on each of our kernels and on tract's (`tract`), beside onnxruntime, in one session."""
+    image = load_rgb(image_path)
+    return {
+        "bundle": bundle.manifest["name"],
+        "kernels": {kernel: tract_report(binary, bundle, "int8", image_path, settings, kernel) for kernel in kernels},
+        "onnxruntime": {threads: onnxruntime_stages(bundle, "int8", threads, image, settings)
+                        for threads in settings.threads},
+    }
+
+
+def _median(report: dict[str, Any], threads: int, stage: str) -> float:
+    by_threads = next(t for t in report["threads"] if t["threads"] == threads)
+    median: float = next(s for s in by_threads["stages"] if s["stage"] == stage)["median_ms"]
+    return median
+
+
+def format_kernels(result: dict[str, Any], settings: BenchSettings) -> str:
+    """Per thread count, each stage's median on every kernel and onnxruntime's, then each kernel's 2-thread time
+    over its 1-thread time."""
+    kernels = list(result["kernels"])
+    lines = [f"## {result['bundle']}, int8: our kernels, tract's and onnxruntime's (median ms)", ""]
+    for threads in settings.threads:
+        lines += [f"{threads} thread(s):", "",
+                  "| stage | " + " | ".join(kernels) + " | onnxruntime | " +
+                  " | ".join(f"{k} / ORT" for k in kernels) + " |",
+                  "|---|" + "---|" * (2 * len(kernels) + 1)]
+        for stage in STAGES:
+            ours = [_median(result["kernels"][k], threads, stage) for k in kernels]
+            theirs = result["onnxruntime"][threads][stage]["median_ms"]
+            lines.append(f"| {stage} | " + " | ".join(f"{ms:.2f}" for ms in ours) + f" | {theirs:.2f} | " +
+                         " | ".join(f"{ms / theirs:.2f}" for ms in ours) + " |")
+        lines.append("")
+    if len(settings.threads) > 1:
+        first, last = settings.threads[0], settings.threads[-1]
+        lines += [f"{last} threads over {first}:", "", "| stage | " + " | ".join(kernels) + " |",
+                  "|---|" + "---|" * len(kernels)]
+        for stage in STAGES:
+            ratios = [_median(result["kernels"][k], last, stage) / _median(result["kernels"][k], first, stage)
+                      for k in kernels]
+            lines.append(f"| {stage} | " + " | ".join(f"{ratio:.2f}" for ratio in ratios) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def precision_bytes(bundle: Bundle, precision: str) -> int:

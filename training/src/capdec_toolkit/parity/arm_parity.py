@@ -7,11 +7,12 @@ then captions the fixture bundle's golden images and the demo bundle's test scen
 models/demo is absent) with every build, for fp32 and int8, greedy and beam search, and compares the token ids of
 every caption with the x86 build's: exactly, except for int8 near-ties on bundles other than the fixture (see
 TOLERANCE_RULE below for why and how many). The x86 build also runs with tract's AVX-512 and AVX kernels switched
-off, under the same rule: it shows what different float kernels alone change. Exits 1 on a difference beyond the
+off, and our int8 kernel on AVX-VNNI, AVX2 or tract's with them, under the same rule: it shows what different
+float kernels alone change (our int8 kernels are exact, so they change nothing). Exits 1 on a difference beyond the
 rule, 2 when something needed is missing. The aarch64 cores and the demo bundle take about 20 minutes on two cores.
 
-tract picks its matrix kernels at run time from /proc/cpuinfo and the kernel's HWCAPs, so each ARM build runs
-under several emulated cores (qemu's `-cpu` sets the instructions and HWCAPs). qemu-user shows the host's
+tract picks its matrix kernels, and we our int8 kernel, at run time from /proc/cpuinfo and the kernel's HWCAPs,
+so each ARM build runs under several emulated cores (qemu's `-cpu` sets the instructions and HWCAPs). qemu-user shows the host's
 /proc/cpuinfo to the guest, so where a private mount namespace is allowed (root), each core also gets the
 /proc/cpuinfo of a real board bound over /proc/cpuinfo, and tract detects the core exactly as on the board;
 otherwise tract's overrides (TRACT_CPU_AARCH64_OVERRIDE_CPU_PART, TRACT_CPU_ARM32_NEON) stand in, and the
@@ -80,29 +81,30 @@ class Core:
     # Stand-ins for the /proc/cpuinfo above when no mount namespace can be made.
     fallback_env: dict[str, str] = field(default_factory=dict)
     note: str = ""
-    # The matrix kernels tract-linalg 0.23.9's dispatch (arm64/mod.rs, arm32/mod.rs) picks for this core: float
-    # products, then int8's i32 products (n > 1; one-column products take the 64x1/32x1 kernels).
+    # The matrix kernels for this core: float products as tract-linalg 0.23.9's dispatch (arm64/mod.rs,
+    # arm32/mod.rs) picks them, then int8's products: ours on aarch64 (runtime/kernels/int8_matmul), tract's i32
+    # kernels on armv7 (n > 1; one-column products take the 64x1/32x1 kernels).
     kernels: str = ""
 
 
 CORES = [
     Core("a53", "aarch64", "cortex-a53", "Pi 3, Zero 2 W (Cortex-A53)",
          cpuinfo("aarch64", A64_V80, "0xd03"), fallback_env={"TRACT_CPU_AARCH64_OVERRIDE_CPU_PART": "0xd03"},
-         kernels="f32: Cortex-A53 kernels by cost model; i32: 8x8 SMLAL"),
+         kernels="f32: Cortex-A53 kernels by cost model; int8: ours, smull/sadalp"),
     Core("a72", "aarch64", "cortex-a72", "Pi 4 (Cortex-A72)",
          cpuinfo("aarch64", A64_V80, "0xd08"), fallback_env={"TRACT_CPU_AARCH64_OVERRIDE_CPU_PART": "0xd08"},
-         kernels="f32: generic 8x8/16x4; i32: 8x8 SMLAL"),
+         kernels="f32: generic 8x8/16x4; int8: ours, smull/sadalp"),
     Core("a76", "aarch64", "cortex-a76", "Pi 5 (Cortex-A76, dotprod)",
          cpuinfo("aarch64", A64_V82, "0xd0b"), fallback_env={"TRACT_CPU_AARCH64_OVERRIDE_CPU_PART": "0xd0b"},
-         kernels="f32: generic 8x8/16x4; i32: 8x8 SDOT (dotprod)"),
-    Core("a76-nodot", "aarch64", "cortex-a76", "Pi 5, TRACT_DOTPROD_DISABLE=1",
-         cpuinfo("aarch64", A64_V82, "0xd0b"), env={"TRACT_DOTPROD_DISABLE": "1"},
+         kernels="f32: generic 8x8/16x4; int8: ours, SDOT (dotprod)"),
+    Core("a76-nodot", "aarch64", "cortex-a76", "Pi 5, TRACT_DOTPROD_DISABLE=1, CAPDEC_INT8_KERNEL=neon",
+         cpuinfo("aarch64", A64_V82, "0xd0b"), env={"TRACT_DOTPROD_DISABLE": "1", "CAPDEC_INT8_KERNEL": "neon"},
          fallback_env={"TRACT_CPU_AARCH64_OVERRIDE_CPU_PART": "0xd0b"},
-         kernels="f32: generic 8x8/16x4; i32: 8x8 SMLAL"),
+         kernels="f32: generic 8x8/16x4; int8: ours, smull/sadalp"),
     Core("a55", "aarch64", "cortex-a76", "RK3566-class (Cortex-A55 kernels)",
          cpuinfo("aarch64", A64_V82, "0xd05"), fallback_env={"TRACT_CPU_AARCH64_OVERRIDE_CPU_PART": "0xd05"},
          note="qemu 7.2 has no cortex-a55: the a76 model runs it (same instructions), /proc/cpuinfo says A55",
-         kernels="f32: Cortex-A55 kernels by cost model; i32: 8x8 SDOT"),
+         kernels="f32: Cortex-A55 kernels by cost model; int8: ours, SDOT"),
     Core("a7", "armv7", "cortex-a7", "Pi 2 (Cortex-A7, NEON)",
          cpuinfo("armv7", A32_V7, "0xc07", "ARMv7 Processor rev 5 (v7l)"),
          fallback_env={"TRACT_CPU_ARM32_NEON": "true"},
@@ -188,7 +190,7 @@ class Runner:
         return command
 
     def environ(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRACT_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRACT_") and k != "CAPDEC_INT8_KERNEL"}
         env.update(self.env)
         return env
 
@@ -271,17 +273,21 @@ def tolerance(job: Job, differing: list) -> bool:
     return all(abs(a["mean_log_prob"] - b["mean_log_prob"]) <= 0.05 for _, _, a, b in differing)
 
 
-def x86_tiers() -> list[tuple[str, str]]:
-    """The x86 build again with tract's wider kernels switched off, to show what float kernels alone change."""
+def x86_tiers() -> list[tuple[str, dict[str, str]]]:
+    """The x86 build again with tract's wider kernels switched off, and our int8 kernel with them (the AVX2 one, or
+    tract's own where AVX2 is off), to show what the kernel tiers change."""
     if os.uname().machine != "x86_64":
         return []
     flags = Path("/proc/cpuinfo").read_text()
     tiers = []
+    no_avx512 = "-avx512f,-avx512vnni,-avx512fp16,-amx-int8,-amx-bf16"
+    if " avx_vnni" in flags:
+        tiers.append(("x86-avx-vnni", {"TRACT_CPU_ISA": no_avx512, "CAPDEC_INT8_KERNEL": "avx-vnni"}))
     if " avx512f" in flags:
-        tiers.append(("x86-avx2", "-avx512f,-avx512vnni,-avx512fp16,-amx-int8,-amx-bf16"))
+        tiers.append(("x86-avx2", {"TRACT_CPU_ISA": no_avx512, "CAPDEC_INT8_KERNEL": "avx2"}))
     if " fma" in flags:
-        tiers.append(("x86-sse", "-avx512f,-avx512vnni,-avx512fp16,-amx-int8,-amx-bf16,-avxvnni,-fma,-avx2,-avx,"
-                                 "-f16c"))
+        tiers.append(("x86-sse", {"TRACT_CPU_ISA": no_avx512 + ",-avxvnni,-fma,-avx2,-avx,-f16c",
+                                  "CAPDEC_INT8_KERNEL": "tract"}))
     return tiers
 
 
@@ -473,7 +479,7 @@ def main() -> int:
         return 0
     runners: list[tuple[Runner, Path, Core | None]] = [(Runner("x86_64", [], {}), x86_bin, None)]
     if not args.no_x86_tiers:
-        runners += [(Runner(name, [], {"TRACT_CPU_ISA": isa}), x86_bin, None) for name, isa in x86_tiers()]
+        runners += [(Runner(name, [], env), x86_bin, None) for name, env in x86_tiers()]
     runners += [(qemu_runner(c, bind, scratch), arm_bins[c.arch], c) for c in cores]
     jobs = jobs_for(bundles)
     say(f"== captioning: {len(jobs)} runs per build ({', '.join(bundles)}; fp32, int8; greedy, beam), "
