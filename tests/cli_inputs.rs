@@ -369,6 +369,7 @@ fn each_command_has_its_own_help() {
         "--precision <P>",
         "--beam <N>",
         "--max-tokens <N>",
+        "--threads <N>",
         "--json",
     ] {
         assert!(
@@ -377,7 +378,7 @@ fn each_command_has_its_own_help() {
             caption.stdout
         );
     }
-    for other in ["--references", "--threads", "--config"] {
+    for other in ["--references", "--threads <LIST>", "--config"] {
         assert!(
             !caption.stdout.contains(other),
             "{other} is not caption's: {}",
