@@ -138,6 +138,12 @@ impl Kernel {
         matches!(self, Kernel::Sdot | Kernel::Neon)
     }
 
+    /// Whether the kernel multiplies 16-bit values, and so takes the activations widened to 16 bits once rather
+    /// than at every step of every group.
+    fn wide_activations(self) -> bool {
+        self == Kernel::Avx2
+    }
+
     /// The kernel's tiles, for 1, 2, ... rows.
     fn tiles(self) -> &'static [Tile] {
         #[cfg(target_arch = "x86_64")]
@@ -368,12 +374,12 @@ impl TypedOp for Int8MatMul {
 #[repr(C, align(16))]
 struct Chunk([u8; K_ALIGN]);
 
-/// The activations' rows as the kernel multiplies them, each padded with 0 to a multiple of 16 bytes, and what the
+/// The activations' rows as the kernel multiplies them, each padded with 0 to a multiple of 16 values, and what the
 /// correction needs of them. For the signed kernels every value is shifted by -128 (a u8 `a` becomes the i8
-/// `a - 128`) and so is the zero point: `a - a_zero_point` is the same.
+/// `a - 128`) and so is the zero point: `a - a_zero_point` is the same. For the 16-bit kernel each value is a u16.
 struct Activations {
     chunks: Vec<Chunk>,
-    /// Bytes from one row to the next: k padded.
+    /// Bytes from one row to the next: k padded, times 2 for the 16-bit kernel.
     stride: usize,
     rows: usize,
     zero_point: i32,
@@ -384,7 +390,9 @@ struct Activations {
 
 impl Activations {
     fn new(kernel: Kernel, values: &[u8], rows: usize, k: usize, zero_point: u8) -> Activations {
-        let stride = k.div_ceil(K_ALIGN) * K_ALIGN;
+        let padded_k = k.div_ceil(K_ALIGN) * K_ALIGN;
+        let wide = kernel.wide_activations();
+        let stride = if wide { 2 * padded_k } else { padded_k };
         let mut chunks = vec![Chunk([0; K_ALIGN]); rows * stride / K_ALIGN];
         let shift = if kernel.signed_activations() { 128 } else { 0 };
         // SAFETY: `Chunk` is 16 plain bytes.
@@ -392,8 +400,14 @@ impl Activations {
             std::slice::from_raw_parts_mut(chunks.as_mut_ptr().cast::<u8>(), chunks.len() * K_ALIGN)
         };
         for (row, values) in padded.chunks_exact_mut(stride).zip(values.chunks_exact(k)) {
-            for (to, &a) in row.iter_mut().zip(values) {
-                *to = a.wrapping_sub(shift);
+            if wide {
+                for (to, &a) in row.chunks_exact_mut(2).zip(values) {
+                    to.copy_from_slice(&u16::from(a).to_ne_bytes());
+                }
+            } else {
+                for (to, &a) in row.iter_mut().zip(values) {
+                    *to = a.wrapping_sub(shift);
+                }
             }
         }
         let zero_point = i32::from(zero_point) - i32::from(shift);

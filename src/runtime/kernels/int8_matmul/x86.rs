@@ -156,7 +156,8 @@ unsafe fn avx2<const R: usize>(
     let rows: [*const u8; R] = std::array::from_fn(|r| activations.row(first_row + r));
     let mut accumulators = [[_mm256_setzero_si256(); 2]; R];
     for step in 0..weights.steps {
-        // SAFETY: the group has `steps` blocks of 2 x 16 bytes; the rows have `steps` steps.
+        // SAFETY: the group has `steps` blocks of 2 x 16 bytes; the rows have `steps` steps of 8 aligned bytes (16-bit
+        // values, `Activations`).
         unsafe {
             let block = blocks.add(step * 2);
             let w = [
@@ -164,10 +165,8 @@ unsafe fn avx2<const R: usize>(
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(block.add(1))),
             ];
             for (row, accumulators) in rows.iter().zip(&mut accumulators) {
-                // The row's 4 values as 16-bit lanes, repeated for the 4 columns.
-                let a = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(four_bytes(
-                    *row, step,
-                ))));
+                // The row's 4 values, already 16-bit (`Activations`), repeated for the 4 columns.
+                let a = _mm256_set1_epi64x(row.add(step * 2 * K_STEP).cast::<i64>().read());
                 for (sum, w) in accumulators.iter_mut().zip(w) {
                     *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(w, a));
                 }
