@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,11 +31,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .arm_parity import CORES, Core, can_bind_cpuinfo, qemu_runner
+from .arm_parity import CORES, SYSROOT, Core, can_bind_cpuinfo, qemu_runner
 
 # qemu-user loads a 64-bit position-independent guest program here.
 PIE_BASE = 0x5500000000
-OUTSIDE = "[outside capdec: loader, libc, libm]"
+OUTSIDE = "[outside capdec and its libraries' exported functions]"
 DYNAMIC_QEMU = {"aarch64": "qemu-aarch64", "armv7": "qemu-arm"}
 NM = {"aarch64": "aarch64-linux-gnu-nm", "armv7": "arm-linux-gnueabihf-nm"}
 MARK = "capdec_bench_mark"
@@ -79,8 +80,33 @@ def attribute(counts: str, table: list[tuple[int, str]], base: int) -> Counter[s
                 low = middle
             else:
                 high = middle - 1
+        # An OUTSIDE entry marks where a mapped file's functions end.
         by_function[table[low][1]] += int(executed)
     return by_function
+
+
+LINK_MAP = re.compile(r"file=(\S+) \[0\];\s+generating link map\s*\n\s*\d+:\s+dynamic: 0x[0-9a-f]+\s+"
+                      r"base: 0x([0-9a-f]+)\s+size: 0x([0-9a-f]+)")
+
+
+def library_symbols(loader_log: str, nm: str, sysroot: Path) -> list[tuple[int, str]]:
+    """The exported functions of the shared libraries the guest's loader reported (LD_DEBUG=files) where it put
+    them, each followed by an OUTSIDE entry at its end. Internal functions (a libc's memcpy variants) count to
+    the exported one before them."""
+    table: list[tuple[int, str]] = []
+    for name, base_text, size_text in LINK_MAP.findall(loader_log):
+        path = sysroot / "lib" / name
+        if not path.is_file():
+            continue
+        base = int(base_text, 16)
+        listed = subprocess.run([nm, "-D", "-n", "--defined-only", str(path)], capture_output=True, text=True,
+                                check=True).stdout
+        for line in listed.splitlines():
+            parts = line.split(" ", 2)
+            if len(parts) == 3 and parts[1] in "tTwWi":
+                table.append((base + int(parts[0], 16), f"{parts[2]} [{name}]"))
+        table.append((base + int(size_text, 16), OUTSIDE))
+    return table
 
 
 def short(name: str, width: int = 96) -> str:
@@ -146,8 +172,10 @@ def count(core: Core, kernel: str, args: argparse.Namespace, table: list[tuple[i
     runner = qemu_runner(core, args.bind, scratch)
     out = scratch / f"{core.key}-{args.precision}-{kernel}.counts"
     opening = window(args.functions_of, args.tokens)
+    # The guest's loader says where it put each library (on standard error, before anything is counted).
     runner.prefix = [DYNAMIC_QEMU["aarch64"], "-plugin",
-                     f"{args.plugin},out={out},mark={PIE_BASE + mark:x},window={opening}", *runner.prefix[1:]]
+                     f"{args.plugin},out={out},mark={PIE_BASE + mark:x},window={opening}", "-E", "LD_DEBUG=files",
+                     *runner.prefix[1:]]
     command = runner.command(args.binary, [
         "bench", "--json", "--model", args.bundle, "--precision", args.precision, "--threads", "1",
         "--runs", "1", "--warmup", "0", "--tokens", str(args.tokens), "--beam", str(args.beam),
@@ -162,7 +190,10 @@ def count(core: Core, kernel: str, args: argparse.Namespace, table: list[tuple[i
     lines = out.read_text().splitlines()
     marks = [int(line.split()[1]) for line in lines if line.startswith("mark ")]
     blocks = "\n".join(line.split(" ", 1)[1] for line in lines if line.startswith("window "))
-    return Run(stage_counts(json.loads(done.stdout), marks), attribute(blocks, table, PIE_BASE))
+    binary = [(PIE_BASE + start, name) for start, name in table]
+    binary.append((binary[-1][0] + (1 << 20), OUTSIDE))
+    everything = sorted(binary + library_symbols(done.stderr, NM["aarch64"], Path(SYSROOT["aarch64"])))
+    return Run(stage_counts(json.loads(done.stdout), marks), attribute(blocks, everything, 0))
 
 
 def print_core(core: Core, args: argparse.Namespace, tracts: Run, ours: Run) -> None:
