@@ -49,6 +49,24 @@ fn json_report_covers_every_stage_at_every_thread_count() {
             let p90 = stage["p90_ms"].as_f64().expect("p90");
             assert!(median > 0.0 && p90 >= median, "{stage}");
         }
+        // Samples: one a run, or one a token for the decoder's steps.
+        let samples: Vec<u64> = stages.iter().filter_map(|s| s["samples"].as_u64()).collect();
+        assert_eq!(samples, [2, 2, 2, 2, 6, 6, 2, 2], "{stages:?}");
+        // The int8 work on our kernels: none to preprocess; where a kernel runs on this CPU, the encoder's
+        // products, and a beam step's five rows five times a token step's multiply-adds over the same weights.
+        let work = |name: &str, key: &str| {
+            let stage = stages.iter().find(|s| s["stage"] == name).expect(name);
+            stage[key].as_f64().expect(key)
+        };
+        assert_eq!(work("preprocess", "int8_multiply_adds"), 0.0);
+        if work("encode", "int8_multiply_adds") > 0.0 {
+            let token = work("decoder token step", "int8_multiply_adds");
+            assert_eq!(work("decoder beam step", "int8_multiply_adds"), 5.0 * token);
+            assert_eq!(
+                work("decoder beam step", "int8_weights"),
+                work("decoder token step", "int8_weights")
+            );
+        }
     }
 }
 

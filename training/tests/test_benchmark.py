@@ -13,6 +13,7 @@ from capdec_toolkit.bench.benchmark import (
     capdec_reference_caption,
     fixed_length,
     format_kernels,
+    kernels_here,
     onnxruntime_stages,
 )
 from capdec_toolkit.bench.realsize import RealSize, generate, source_folder
@@ -69,3 +70,11 @@ def test_the_kernel_table_sets_every_kernel_beside_onnxruntime() -> None:
     assert "| decoder token step | 8.00 | 2.00 | 4.00 | 2.00 | 0.50 |" in table
     assert "| decoder token step | 4.00 | 1.00 | 4.00 | 1.00 | 0.25 |" in table
     assert "| caption beam | 0.50 | 0.50 |" in table
+
+
+def test_the_default_kernels_are_those_the_cpu_flags_allow(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx_vnni\n")
+    assert kernels_here(cpuinfo) == ["avx-vnni", "avx2"]
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx\n")
+    assert kernels_here(cpuinfo) == []

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 from .errors import UserError
 
 if TYPE_CHECKING:
+    from .bench.benchmark import BenchSettings
     from .demo.demo import DemoOptions
 
 USER_ERRORS = (UserError, FileNotFoundError)
@@ -127,6 +128,7 @@ def _floats(text: str) -> tuple[float, ...]:
 def demo_options(args: argparse.Namespace) -> DemoOptions:
     """The demo recipe, `DemoOptions`' defaults, with each option the command line gives in its place. The parser
     leaves these options None rather than repeating the recipe's values, which it cannot import without torch."""
+    from .bench.benchmark import BenchSettings
     from .demo.demo import DemoOptions
 
     recipe = DemoOptions(out=args.out, work=args.work, docs=args.docs, scenes=args.scenes, examples=args.examples)
@@ -165,14 +167,21 @@ def cmd_realsize(args: argparse.Namespace) -> None:
         print(f"{bundle.folder}: checksum matches models/real-size.sha256")
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench.benchmark import BenchSettings, benchmark_bundle, format_result
-    from .bench.realsize import CONFIGS, ensure_bundle
+def _bench_settings(args: argparse.Namespace) -> BenchSettings:
+    """What `bench` and `kernel-bench` share: the release binary, and how many runs of how long a caption."""
+    from .bench.benchmark import BenchSettings
 
     if not args.binary.is_file():
         raise FileNotFoundError(f"{args.binary}: no capdec binary (cargo build --release)")
     threads = tuple(int(count) for count in args.threads.split(","))
-    settings = BenchSettings(args.runs, args.warmup, args.tokens, 5, threads)
+    return BenchSettings(args.runs, args.warmup, args.tokens, 5, threads)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .bench.benchmark import benchmark_bundle, format_result
+    from .bench.realsize import CONFIGS, ensure_bundle
+
+    settings = _bench_settings(args)
     photos = sorted(path for path in args.photos.iterdir() if path.suffix in (".png", ".jpg"))
     results = []
     for name in args.names or list(CONFIGS):
@@ -185,15 +194,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_kernel_bench(args: argparse.Namespace) -> None:
-    from .bench.benchmark import BenchSettings, format_kernels, kernels_side_by_side
+    from .bench.benchmark import format_kernels, kernels_here, kernels_side_by_side
     from .bench.realsize import ensure_bundle
 
-    if not args.binary.is_file():
-        raise FileNotFoundError(f"{args.binary}: no capdec binary (cargo build --release)")
-    threads = tuple(int(count) for count in args.threads.split(","))
-    settings = BenchSettings(args.runs, args.warmup, args.tokens, 5, threads)
+    settings = _bench_settings(args)
+    kernels = args.kernels.split(",") if args.kernels else ["tract", *kernels_here()]
     bundle = ensure_bundle(args.name, args.folder, args.checksums)
-    result = kernels_side_by_side(args.binary, bundle, args.image, args.kernels.split(","), settings)
+    result = kernels_side_by_side(args.binary, bundle, args.image, kernels, settings)
     print(format_kernels(result, settings), flush=True)
 
 
@@ -300,32 +307,28 @@ def parser() -> argparse.ArgumentParser:
     realsize.add_argument("--checksums", type=Path, default=Path("models/real-size.sha256"))
     realsize.set_defaults(run=cmd_realsize)
 
+    def timing_arguments(parser: argparse.ArgumentParser, runs: int, warmup: int) -> None:
+        parser.add_argument("--binary", type=Path, default=Path("target/release/capdec"))
+        parser.add_argument("--image", type=Path, default=Path("tests/data/images/chelsea.png"))
+        parser.add_argument("--folder", type=Path, default=Path("models/real-size"))
+        parser.add_argument("--checksums", type=Path, default=Path("models/real-size.sha256"))
+        parser.add_argument("--runs", type=int, default=runs)
+        parser.add_argument("--warmup", type=int, default=warmup)
+        parser.add_argument("--tokens", type=int, default=20)
+        parser.add_argument("--threads", default="1,2")
+
     bench = commands.add_parser("bench", help="tract vs onnxruntime vs CapDec-style PyTorch, side by side")
     bench.add_argument("names", nargs="*", help="real-size bundles (default: all)")
-    bench.add_argument("--binary", type=Path, default=Path("target/release/capdec"))
-    bench.add_argument("--image", type=Path, default=Path("tests/data/images/chelsea.png"))
+    timing_arguments(bench, runs=20, warmup=3)
     bench.add_argument("--photos", type=Path, default=Path("tests/data/images"), help="for int8 vs fp32 agreement")
-    bench.add_argument("--folder", type=Path, default=Path("models/real-size"))
-    bench.add_argument("--checksums", type=Path, default=Path("models/real-size.sha256"))
-    bench.add_argument("--runs", type=int, default=20)
-    bench.add_argument("--warmup", type=int, default=3)
-    bench.add_argument("--tokens", type=int, default=20)
-    bench.add_argument("--threads", default="1,2")
     bench.add_argument("--json-out", type=Path, help="also write the raw results here")
     bench.set_defaults(run=cmd_bench)
 
     kernels = commands.add_parser("kernel-bench", help="int8 stages on each of our kernels, tract's and onnxruntime")
     kernels.add_argument("name", nargs="?", default="vitb32-mlp-distilgpt2", help="a real-size bundle")
-    kernels.add_argument("--kernels", default="tract,avx512-vnni,avx-vnni,avx2",
-                         help="CAPDEC_INT8_KERNEL values (tract: tract's own); each must run on this CPU")
-    kernels.add_argument("--binary", type=Path, default=Path("target/release/capdec"))
-    kernels.add_argument("--image", type=Path, default=Path("tests/data/images/chelsea.png"))
-    kernels.add_argument("--folder", type=Path, default=Path("models/real-size"))
-    kernels.add_argument("--checksums", type=Path, default=Path("models/real-size.sha256"))
-    kernels.add_argument("--runs", type=int, default=10)
-    kernels.add_argument("--warmup", type=int, default=2)
-    kernels.add_argument("--tokens", type=int, default=20)
-    kernels.add_argument("--threads", default="1,2")
+    kernels.add_argument("--kernels", help="CAPDEC_INT8_KERNEL values, comma-separated (tract: tract's own; "
+                                           "default: tract and every one of ours this CPU has)")
+    timing_arguments(kernels, runs=10, warmup=2)
     kernels.set_defaults(run=cmd_kernel_bench)
 
     clients = commands.add_parser(

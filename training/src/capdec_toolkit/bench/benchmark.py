@@ -176,6 +176,18 @@ def tract_report(
     return report
 
 
+# Our x86 kernels and the /proc/cpuinfo flags each needs (as src/runtime/kernels/int8_matmul/x86.rs detects them).
+X86_KERNEL_FLAGS = {"avx512-vnni": ("avx512f", "avx512bw", "avx512_vnni"), "avx-vnni": ("avx2", "avx_vnni"),
+                    "avx2": ("avx2",)}
+
+
+def kernels_here(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """Our x86 kernels this CPU has, best first."""
+    flags_line = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
+    flags = set(flags_line.split())
+    return [kernel for kernel, needed in X86_KERNEL_FLAGS.items() if flags.issuperset(needed)]
+
+
 def kernels_side_by_side(
     binary: Path, bundle: Bundle, image_path: Path, kernels: list[str], settings: BenchSettings
 ) -> dict[str, Any]:
