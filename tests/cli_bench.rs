@@ -50,7 +50,10 @@ fn json_report_covers_every_stage_at_every_thread_count() {
             assert!(median > 0.0 && p90 >= median, "{stage}");
         }
         // Samples: one a run, or one a token for the decoder's steps.
-        let samples: Vec<u64> = stages.iter().filter_map(|s| s["samples"].as_u64()).collect();
+        let samples: Vec<u64> = stages
+            .iter()
+            .filter_map(|s| s["samples"].as_u64())
+            .collect();
         assert_eq!(samples, [2, 2, 2, 2, 6, 6, 2, 2], "{stages:?}");
         // The int8 work on our kernels: none to preprocess; where a kernel runs on this CPU, the encoder's
         // products, and a beam step's five rows five times a token step's multiply-adds over the same weights.
