@@ -121,6 +121,10 @@ pub struct BenchArgs {
     /// Every benchmarked caption is this long
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = positive)]
     pub tokens: usize,
+    /// Run the networks on onnxruntime's shared library (libonnxruntime.so.*) instead of tract, under the same
+    /// search (a build with the `onnxruntime` feature)
+    #[arg(long, value_name = "LIBRARY")]
+    pub onnxruntime: Option<PathBuf>,
     /// One JSON report
     #[arg(long)]
     pub json: bool,

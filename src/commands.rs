@@ -135,6 +135,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         warmup: args.warmup,
         tokens: args.tokens,
         beam_size: args.model.beam.unwrap_or(5),
+        onnxruntime: args.onnxruntime.clone(),
     };
     let report = bench::run(&dir, &image, &options)?;
     if args.json {

@@ -34,6 +34,7 @@ fn json_report_covers_every_stage_at_every_thread_count() {
     let report: Value = serde_json::from_str(run.stdout.trim()).expect("one JSON report");
     assert_eq!(report["model"], "fixture-tiny");
     assert_eq!(report["precision"], "int8");
+    assert_eq!(report["engine"], "tract");
     assert_eq!(report["tokens"], 3);
     assert!(report["load_ms"].as_f64().is_some_and(|ms| ms > 0.0));
     assert!(report["peak_rss_mb"].as_f64().is_some_and(|mb| mb > 1.0));
@@ -90,7 +91,8 @@ fn text_report_is_a_table_and_fp32_can_be_chosen() {
     ]);
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     assert!(
-        run.stdout.starts_with("model fixture-tiny (fp32), load "),
+        run.stdout
+            .starts_with("model fixture-tiny (fp32) on tract, load "),
         "{}",
         run.stdout
     );
@@ -120,5 +122,63 @@ fn bad_bench_options_are_usage_errors() {
     common::assert_usage_error(
         &common::capdec(&["bench", "a.png", "b.png"]),
         &["unexpected argument 'b.png'"],
+    );
+}
+
+/// The networks on onnxruntime's own library (the toolkit's), under the same search: every stage, no int8 work
+/// on our kernels, and no memory figure (tract's captioner is loaded beside it).
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn onnxruntime_runs_every_stage() {
+    let library = std::process::Command::new(common::repo().join("scripts/onnxruntime-library"))
+        .output()
+        .expect("scripts/onnxruntime-library runs");
+    assert!(library.status.success(), "{library:?}");
+    let library = String::from_utf8(library.stdout).expect("a path");
+    let run = common::capdec(&[
+        "bench",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--tokens",
+        "2",
+        "--threads",
+        "1,2",
+        "--json",
+        "--onnxruntime",
+        library.trim(),
+    ]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let report: Value = serde_json::from_str(run.stdout.trim()).expect("one JSON report");
+    assert_eq!(report["engine"], "onnxruntime");
+    assert!(report["peak_rss_mb"].is_null());
+    for threads in report["threads"].as_array().expect("per-thread reports") {
+        let stages = threads["stages"].as_array().expect("stages");
+        let names: Vec<&str> = stages.iter().filter_map(|s| s["stage"].as_str()).collect();
+        assert_eq!(names, STAGES);
+        assert!(
+            stages.iter().all(|s| s["int8_multiply_adds"] == 0.0),
+            "{stages:?}"
+        );
+    }
+    let missing = common::capdec(&["bench", "--onnxruntime", "/nonexistent/libonnxruntime.so.1"]);
+    assert_eq!(missing.code, Some(1), "stdout: {}", missing.stdout);
+    assert!(
+        missing.stderr.contains("/nonexistent/libonnxruntime.so.1"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+#[test]
+fn onnxruntime_needs_its_feature() {
+    let run = common::capdec(&["bench", "--onnxruntime", "libonnxruntime.so.1"]);
+    assert_eq!(run.code, Some(1), "stdout: {}", run.stdout);
+    assert!(
+        run.stderr.contains("libonnxruntime.so.1") && run.stderr.contains("--features onnxruntime"),
+        "{}",
+        run.stderr
     );
 }

@@ -318,7 +318,11 @@ impl Captioner {
 
     /// The image embedding as the mapper takes it: L2-normalised, as CapDec was trained.
     pub fn embed(&self, pixels: Vec<f32>) -> Result<Vec<f32>> {
-        let mut embedding = self.encoder.encode(pixels)?;
+        self.normalized(self.encoder.encode(pixels)?)
+    }
+
+    /// The encoder's output L2-normalised, unless the graph did it.
+    pub(crate) fn normalized(&self, mut embedding: Vec<f32>) -> Result<Vec<f32>> {
         if !self.normalized_in_graph {
             let norm = embedding
                 .iter()
@@ -358,6 +362,12 @@ impl Captioner {
         self.check_search(config)?;
         let (mut session, first) = self.start_decoding(prefix)?;
         search::search(&first, &mut session, config)
+    }
+
+    /// For `capdec bench`'s onnxruntime engine, which runs its own graphs with this decoder's token table.
+    #[cfg(feature = "onnxruntime")]
+    pub(crate) fn decoder(&self) -> &Decoder {
+        &self.decoder
     }
 
     /// The decoder's prefix call: a session to step token by token, and the first logits.

@@ -40,11 +40,7 @@ impl Decoder {
             width,
             vocab_size,
         } = shape;
-        let cache_names: Vec<String> = (0..layers)
-            .flat_map(|l| [format!("key_{l}"), format!("value_{l}")])
-            .collect();
-        let past: Vec<String> = cache_names.iter().map(|n| format!("past_{n}")).collect();
-        let present: Vec<String> = cache_names.iter().map(|n| format!("present_{n}")).collect();
+        let (past, present) = cache_names(layers);
         let inputs: Vec<&str> = ["inputs_embeds", "position_ids"]
             .into_iter()
             .chain(past.iter().map(String::as_str))
@@ -134,6 +130,20 @@ impl Decoder {
         ))
     }
 
+    #[cfg(feature = "onnxruntime")]
+    pub(crate) fn shape(&self) -> DecoderShape {
+        self.shape
+    }
+
+    /// The input embeddings of one new position per row, `[tokens, width]`.
+    pub(crate) fn token_embeddings(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut embeds = Vec::with_capacity(tokens.len() * self.shape.width);
+        for &token in tokens {
+            self.table.push_row(token, &mut embeds)?;
+        }
+        Ok(embeds)
+    }
+
     fn run(
         &self,
         embeds: Tensor,
@@ -165,6 +175,15 @@ impl Decoder {
     }
 }
 
+/// The cache's inputs (`past_key_0`, `past_value_0`, ...) and outputs (`present_...`), in the graph's order.
+pub(crate) fn cache_names(layers: usize) -> (Vec<String>, Vec<String>) {
+    let names: Vec<String> = (0..layers)
+        .flat_map(|l| [format!("key_{l}"), format!("value_{l}")])
+        .collect();
+    let with = |prefix: &str| names.iter().map(|n| format!("{prefix}_{n}")).collect();
+    (with("past"), with("present"))
+}
+
 /// One caption's decoding state: the cache rows of the sequences still being extended.
 pub struct Session<'d> {
     decoder: &'d Decoder,
@@ -182,10 +201,7 @@ impl Step for Session<'_> {
             "a step needs one source row per token"
         );
         let cache = gather_rows(&self.cache, sources)?;
-        let mut embeds = Vec::with_capacity(tokens.len() * width);
-        for &token in tokens {
-            self.decoder.table.push_row(token, &mut embeds)?;
-        }
+        let embeds = self.decoder.token_embeddings(tokens)?;
         let embeds = Tensor::from_shape(&[tokens.len(), 1, width], &embeds)?;
         let positions = Tensor::from_shape(
             &[tokens.len(), 1],

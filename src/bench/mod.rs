@@ -4,15 +4,21 @@
 //! compare like for like; medians and 90th percentiles over many runs after a warm-up, never a single timing.
 //! Every sample is bracketed by calls of [`capdec_bench_mark`], where scripts/arm-bench's instruction counter
 //! notes its running total, so that counts under emulation are per sample too.
+//!
+//! The networks run on an [`Engine`]: tract, as the captioner does, or (the `onnxruntime` feature) onnxruntime's
+//! own library. Preprocessing, search and text are the captioner's on both, so the engines compare like for like.
 
-use std::path::Path;
+#[cfg(feature = "onnxruntime")]
+mod onnxruntime;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 use image::RgbImage;
 use serde_json::{Value, json};
 
 use crate::caption::captioner::{Captioner, Model, ModelChoice, timed};
-use crate::caption::search::{SearchConfig, Step};
+use crate::caption::search::{self, SearchConfig, Step};
 use crate::memory;
 use crate::runtime::kernels::int8_matmul::{self, Work};
 use crate::runtime::use_threads;
@@ -26,6 +32,8 @@ pub struct BenchOptions {
     /// Tokens in every benchmarked caption.
     pub tokens: usize,
     pub beam_size: usize,
+    /// onnxruntime's shared library, to run the networks on it instead of tract.
+    pub onnxruntime: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,10 +64,12 @@ pub struct ThreadReport {
 pub struct BenchReport {
     pub model: String,
     pub precision: String,
+    pub engine: String,
     pub load_ms: f64,
     pub options: BenchOptions,
     pub per_threads: Vec<ThreadReport>,
-    /// Peak resident memory of the whole process (Linux `VmHWM`), after loading and after all runs.
+    /// Peak resident memory of the whole process (Linux `VmHWM`), after loading and after all runs; none on
+    /// onnxruntime, which runs beside a loaded captioner.
     pub peak_rss_after_load_mb: Option<f64>,
     pub peak_rss_mb: Option<f64>,
 }
@@ -77,7 +87,15 @@ pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<Ben
     let mut load_ms = 0.0;
     let model = timed(&mut load_ms, || Model::load(&choice))?;
     let captioner = &model.captioner;
-    let peak_rss_after_load_mb = memory::peak_resident_mb();
+    let mut peak_rss_after_load_mb = memory::peak_resident_mb();
+    let mut engine: Box<dyn Engine + '_> = match &options.onnxruntime {
+        None => Box::new(Tract(captioner)),
+        Some(library) => {
+            peak_rss_after_load_mb = None;
+            load_ms = 0.0;
+            timed(&mut load_ms, || onnxruntime_engine(&model, library))?
+        }
+    };
 
     let greedy = fixed_length(captioner, 1, options.tokens);
     let beam = fixed_length(captioner, options.beam_size, options.tokens);
@@ -85,57 +103,132 @@ pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<Ben
     let mut per_threads = Vec::new();
     for &threads in &options.threads {
         ensure!(threads >= 1, "thread counts must be at least 1");
-        use_threads(threads);
+        engine.use_threads(threads)?;
+        let engine = engine.as_mut();
         let pixels = captioner.preprocess(image);
-        let embedding = captioner.embed(pixels.clone())?;
-        let prefix = captioner.prefix(embedding.clone())?;
-        let time =
-            |name: &'static str, f: &mut dyn FnMut() -> Result<Vec<Sample>>| -> Result<Stage> {
-                for _ in 0..options.warmup {
-                    f()?;
-                }
-                let mut samples = Vec::new();
-                for _ in 0..options.runs {
-                    samples.extend(f()?);
-                }
-                Ok(Stage::from_samples(name, samples))
-            };
-        let stages = vec![
-            time("preprocess", &mut || {
-                sample(|| Ok(captioner.preprocess(image)))
-            })?,
-            time("encode", &mut || sample(|| captioner.embed(pixels.clone())))?,
-            time("map", &mut || {
-                sample(|| captioner.prefix(embedding.clone()))
-            })?,
-            time("decoder prefix step", &mut || {
-                sample(|| captioner.start_decoding(&prefix))
-            })?,
-            time("decoder token step", &mut || {
-                token_steps(captioner, &prefix, 1, options.tokens)
-            })?,
-            time("decoder beam step", &mut || {
-                token_steps(captioner, &prefix, options.beam_size, options.tokens)
-            })?,
-            time("caption greedy", &mut || {
-                sample(|| captioner.caption(image, &greedy))
-            })?,
-            time("caption beam", &mut || {
-                sample(|| captioner.caption(image, &beam))
-            })?,
-        ];
+        let embedding = engine.embed(pixels.clone())?;
+        let prefix = engine.prefix(embedding.clone())?;
+        let mut stages = Vec::new();
+        stages.push(timed_stage(options, "preprocess", &mut || {
+            sample(|| Ok(captioner.preprocess(image)))
+        })?);
+        stages.push(timed_stage(options, "encode", &mut || {
+            sample(|| engine.embed(pixels.clone()))
+        })?);
+        stages.push(timed_stage(options, "map", &mut || {
+            sample(|| engine.prefix(embedding.clone()))
+        })?);
+        stages.push(timed_stage(options, "decoder prefix step", &mut || {
+            sample(|| engine.start_decoding(&prefix).map(|(_, first)| first))
+        })?);
+        for (name, rows) in [
+            ("decoder token step", 1),
+            ("decoder beam step", options.beam_size),
+        ] {
+            stages.push(timed_stage(options, name, &mut || {
+                token_steps(engine, &prefix, rows, options.tokens)
+            })?);
+        }
+        for (name, search) in [("caption greedy", &greedy), ("caption beam", &beam)] {
+            stages.push(timed_stage(options, name, &mut || {
+                sample(|| caption(engine, captioner, image, search))
+            })?);
+        }
         per_threads.push(ThreadReport { threads, stages });
     }
-    use_threads(1);
+    engine.use_threads(1)?;
     Ok(BenchReport {
         model: model.name().to_string(),
         precision: captioner.precision().to_string(),
+        engine: engine.name(),
         load_ms,
         options: options.clone(),
         per_threads,
+        peak_rss_mb: peak_rss_after_load_mb.and(memory::peak_resident_mb()),
         peak_rss_after_load_mb,
-        peak_rss_mb: memory::peak_resident_mb(),
     })
+}
+
+/// The networks of a caption, on one engine.
+trait Engine {
+    fn name(&self) -> String;
+    fn use_threads(&mut self, threads: usize) -> Result<()>;
+    /// The image embedding as the mapper takes it (`Captioner::embed`).
+    fn embed(&mut self, pixels: Vec<f32>) -> Result<Vec<f32>>;
+    fn prefix(&mut self, embedding: Vec<f32>) -> Result<Vec<f32>>;
+    /// The decoder's prefix call: a session to step, and the first logits.
+    fn start_decoding(&mut self, prefix: &[f32]) -> Result<(Box<dyn Step + '_>, Vec<f32>)>;
+}
+
+/// The captioner's own engine.
+struct Tract<'c>(&'c Captioner);
+
+impl Engine for Tract<'_> {
+    fn name(&self) -> String {
+        "tract".into()
+    }
+
+    fn use_threads(&mut self, threads: usize) -> Result<()> {
+        use_threads(threads);
+        Ok(())
+    }
+
+    fn embed(&mut self, pixels: Vec<f32>) -> Result<Vec<f32>> {
+        self.0.embed(pixels)
+    }
+
+    fn prefix(&mut self, embedding: Vec<f32>) -> Result<Vec<f32>> {
+        self.0.prefix(embedding)
+    }
+
+    fn start_decoding(&mut self, prefix: &[f32]) -> Result<(Box<dyn Step + '_>, Vec<f32>)> {
+        let (session, first) = self.0.start_decoding(prefix)?;
+        Ok((Box::new(session), first))
+    }
+}
+
+#[cfg(feature = "onnxruntime")]
+fn onnxruntime_engine<'m>(model: &'m Model, library: &Path) -> Result<Box<dyn Engine + 'm>> {
+    Ok(Box::new(onnxruntime::OnnxRuntime::load(model, library)?))
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+fn onnxruntime_engine<'m>(_: &'m Model, library: &Path) -> Result<Box<dyn Engine + 'm>> {
+    anyhow::bail!(
+        "cannot load {}: this capdec was built without onnxruntime (cargo build --release --features onnxruntime)",
+        library.display()
+    )
+}
+
+/// A stage's samples after its warm-up.
+fn timed_stage(
+    options: &BenchOptions,
+    name: &'static str,
+    f: &mut dyn FnMut() -> Result<Vec<Sample>>,
+) -> Result<Stage> {
+    for _ in 0..options.warmup {
+        f()?;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..options.runs {
+        samples.extend(f()?);
+    }
+    Ok(Stage::from_samples(name, samples))
+}
+
+/// A whole caption as `Captioner::caption` makes it, with the engine's networks: its tokens and text.
+fn caption(
+    engine: &mut dyn Engine,
+    captioner: &Captioner,
+    image: &RgbImage,
+    config: &SearchConfig,
+) -> Result<(Vec<u32>, String)> {
+    let embedding = engine.embed(captioner.preprocess(image))?;
+    let prefix = engine.prefix(embedding)?;
+    let (mut session, first) = engine.start_decoding(&prefix)?;
+    let hypothesis = search::search(&first, session.as_mut(), config)?;
+    let text = captioner.text(&hypothesis.tokens);
+    Ok((hypothesis.tokens, text))
 }
 
 /// A search that always writes `tokens` tokens: nothing stops it early.
@@ -151,12 +244,12 @@ fn fixed_length(captioner: &Captioner, beam_size: usize, tokens: usize) -> Searc
 
 /// Every decoder call of a caption after the prefix, `rows` sequences at a time.
 fn token_steps(
-    captioner: &Captioner,
+    engine: &mut dyn Engine,
     prefix: &[f32],
     rows: usize,
     tokens: usize,
 ) -> Result<Vec<Sample>> {
-    let (mut session, first) = captioner.start_decoding(prefix)?;
+    let (mut session, first) = engine.start_decoding(prefix)?;
     let token = first
         .iter()
         .enumerate()
@@ -225,6 +318,7 @@ impl BenchReport {
         json!({
             "model": self.model,
             "precision": self.precision,
+            "engine": self.engine,
             "load_ms": self.load_ms,
             "runs": self.options.runs,
             "warmup": self.options.warmup,
@@ -246,10 +340,11 @@ impl BenchReport {
     pub fn to_text(&self) -> String {
         let mb = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0} MB"));
         let mut text = format!(
-            "model {} ({}), load {:.0} ms, peak RSS {} after load, {} overall\n\
+            "model {} ({}) on {}, load {:.0} ms, peak RSS {} after load, {} overall\n\
              {} runs after {} warm-up, captions of {} tokens, beam {}\n\n{:<22}",
             self.model,
             self.precision,
+            self.engine,
             self.load_ms,
             mb(self.peak_rss_after_load_mb),
             mb(self.peak_rss_mb),
