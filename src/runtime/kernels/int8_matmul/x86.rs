@@ -77,6 +77,7 @@ unsafe fn avx512_vnni<const R: usize>(
         // SAFETY: the group has `steps` blocks of 4 aligned vectors; the rows have `steps` steps.
         unsafe {
             let block = blocks.add(step * 4);
+            prefetch_ahead(block.cast(), 256);
             let w = [
                 _mm512_load_si512(block),
                 _mm512_load_si512(block.add(1)),
@@ -119,6 +120,7 @@ unsafe fn avx_vnni<const R: usize>(
         // SAFETY: the group has `steps` blocks of 2 vectors; the rows have `steps` steps.
         unsafe {
             let block = blocks.add(step * 2);
+            prefetch_ahead(block.cast(), 64);
             let w = [_mm256_loadu_si256(block), _mm256_loadu_si256(block.add(1))];
             for (row, accumulators) in rows.iter().zip(&mut accumulators) {
                 let a = _mm256_set1_epi32(four_bytes(*row, step));
@@ -160,6 +162,7 @@ unsafe fn avx2<const R: usize>(
         // values, `Activations`).
         unsafe {
             let block = blocks.add(step * 2);
+            prefetch_ahead(block.cast(), 32);
             let w = [
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(block)),
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(block.add(1))),
@@ -178,5 +181,21 @@ unsafe fn avx2<const R: usize>(
         let columns = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(*low, *high));
         // SAFETY: `sums` has R rows of the group's columns.
         unsafe { _mm256_storeu_si256(sums.at.add(r * sums.stride).cast(), columns) };
+    }
+}
+
+/// How far ahead of the multiplications the weights are asked for. With several rows a group's multiplications
+/// take long enough that the hardware prefetcher alone falls behind the loads, and a beam step took half as long
+/// again (BENCHMARKS.md, "Prefetching the weights").
+const PREFETCH_DISTANCE: usize = 2048;
+
+/// Asks for the cache lines `PREFETCH_DISTANCE` bytes after the `bytes` of weights at `step`. Past the group's
+/// end that is the next group's (or nothing: a prefetch never faults, and `wrapping_add` makes no claim on the
+/// allocation).
+#[inline(always)]
+fn prefetch_ahead(step: *const i8, bytes: usize) {
+    for line in (0..bytes).step_by(64) {
+        // SAFETY: a prefetch reads nothing into the program and cannot fault, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(step.wrapping_add(PREFETCH_DISTANCE + line)) };
     }
 }

@@ -16,6 +16,10 @@ products, from the multiply-adds and weights the bench reports:
 and, stricter, the same with one `ldp` (a 32-byte load) per 32 weights: weights / 32.
 
 Everything else a stage does (normalisation, attention over the past, activations, quantization) is above it.
+
+With `--onnxruntime LIBRARY` (the aarch64 wheel's libonnxruntime, scripts/onnxruntime-library --arch aarch64) a
+third run puts the networks on onnxruntime under the same search (`capdec bench --onnxruntime`): what a user
+would otherwise pick, counted the same way.
 Run by scripts/arm-bench, on the system Python (standard library only)."""
 
 from __future__ import annotations
@@ -95,7 +99,8 @@ def library_symbols(loader_log: str, nm: str, sysroot: Path) -> list[tuple[int, 
     the exported one before them."""
     table: list[tuple[int, str]] = []
     for name, base_text, size_text in LINK_MAP.findall(loader_log):
-        path = sysroot / "lib" / name
+        # A library the program opened by its path (onnxruntime) is named by it.
+        path = Path(name) if Path(name).is_absolute() else sysroot / "lib" / name
         if not path.is_file():
             continue
         base = int(base_text, 16)
@@ -168,7 +173,8 @@ class Run:
 
 def count(core: Core, kernel: str, args: argparse.Namespace, table: list[tuple[int, str]], mark: int,
           scratch: Path) -> Run:
-    """`capdec bench` under the counting emulator as one core, on tract's kernels or ours."""
+    """`capdec bench` under the counting emulator as one core: the networks on tract with its kernels (`tract`)
+    or ours (`ours`), or on onnxruntime (`onnxruntime`)."""
     runner = qemu_runner(core, args.bind, scratch)
     out = scratch / f"{core.key}-{args.precision}-{kernel}.counts"
     opening = window(args.functions_of, args.tokens)
@@ -179,6 +185,7 @@ def count(core: Core, kernel: str, args: argparse.Namespace, table: list[tuple[i
     command = runner.command(args.binary, [
         "bench", "--json", "--model", args.bundle, "--precision", args.precision, "--threads", "1",
         "--runs", "1", "--warmup", "0", "--tokens", str(args.tokens), "--beam", str(args.beam),
+        *(["--onnxruntime", str(args.onnxruntime)] if kernel == "onnxruntime" else []),
     ])
     environ = runner.environ()
     environ.pop(KERNEL_VARIABLE, None)
@@ -196,27 +203,35 @@ def count(core: Core, kernel: str, args: argparse.Namespace, table: list[tuple[i
     return Run(stage_counts(json.loads(done.stdout), marks), attribute(blocks, everything, 0))
 
 
-def print_core(core: Core, args: argparse.Namespace, tracts: Run, ours: Run) -> None:
+def print_core(core: Core, args: argparse.Namespace, runs: dict[str, Run]) -> None:
     dot_product = core.qemu_cpu in DOT_PRODUCT_CPUS
     kernel = "sdot" if dot_product else "neon"
+    tracts, ours, theirs = runs["tract"], runs["ours"], runs.get("onnxruntime")
     print(f"### {core.board} ({core.key}), {args.precision}, bundle {args.bundle}")
     print()
     print(f"M instructions per sample, one thread; steps at a past of up to {args.tokens} tokens, the beam step "
           f"{args.beam} rows; minimum: the int8 products' ({'SDOT' if dot_product else 'smull/sadalp'} formula)")
     print()
-    print(f"| stage | tract | ours ({kernel}) | ours / tract | minimum | ours / minimum | ours / minimum with "
-          "`ldp` |")
-    print("|---|---|---|---|---|---|---|")
-    for theirs, mine in zip(tracts.counts, ours.counts):
+    onnxruntime_header = ("", "") if theirs is None else (" onnxruntime | ours / onnxruntime |", "---|---|")
+    print(f"| stage | tract | ours ({kernel}) | ours / tract |{onnxruntime_header[0]} minimum | ours / minimum | "
+          "ours / minimum with `ldp` |")
+    print(f"|---|---|---|---|{onnxruntime_header[1]}---|---|---|")
+    for ix, (tract_count, mine) in enumerate(zip(tracts.counts, ours.counts)):
         least, strict = minimum(mine, dot_product), minimum(mine, dot_product, load_bytes=32)
         over = f"{mine.instructions / least:.2f}" if least else "-"
         over_strict = f"{mine.instructions / strict:.2f}" if strict else "-"
-        print(f"| {mine.name} | {theirs.instructions / 1e6:,.2f} | {mine.instructions / 1e6:,.2f} | "
-              f"{mine.instructions / theirs.instructions:.2f} | {least / 1e6:,.2f} | {over} | {over_strict} |")
+        onnxruntime_cells = ""
+        if theirs is not None:
+            other = theirs.counts[ix].instructions
+            onnxruntime_cells = f" {other / 1e6:,.2f} | {mine.instructions / other:.2f} |"
+        print(f"| {mine.name} | {tract_count.instructions / 1e6:,.2f} | {mine.instructions / 1e6:,.2f} | "
+              f"{mine.instructions / tract_count.instructions:.2f} |{onnxruntime_cells} {least / 1e6:,.2f} | {over} | "
+              f"{over_strict} |")
     print()
-    for name, run in (("tract's", tracts), ("our", ours)):
+    for name, run in runs.items():
         total = sum(run.functions.values())
-        print(f"Functions of one {args.functions_of} (the last sample) on {name} kernels ({total / 1e6:,.2f} M "
+        engine = {"tract": "tract's kernels", "ours": "our kernels", "onnxruntime": "onnxruntime"}[name]
+        print(f"Functions of one {args.functions_of} (the last sample) on {engine} ({total / 1e6:,.2f} M "
               "instructions):")
         print()
         print("| function | M instructions | share |")
@@ -241,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=6, help="functions shown per run")
     parser.add_argument("--jobs", type=int, default=2, help="emulators run at once")
     parser.add_argument("--record", type=Path, help="write our kernels' counts of the main stages to this JSON file")
+    parser.add_argument("--onnxruntime", type=Path,
+                        help="the aarch64 libonnxruntime: a third run with the networks on it (a build with the "
+                             "onnxruntime feature)")
     parser.add_argument("--expect", type=Path,
                         help="fail unless our counts are those of this file (within its tolerance) and at or "
                              "under tract's")
@@ -260,12 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     tracts: dict[str, list[StageCount]] = {}
     with tempfile.TemporaryDirectory() as scratch_name, ThreadPoolExecutor(args.jobs) as pool:
         scratch = Path(scratch_name)
-        runs = {(core.key, kernel): pool.submit(count, core, kernel, args, table, mark, scratch)
-                for core in cores for kernel in ("tract", "ours")}
+        engines = ("tract", "ours", "onnxruntime") if args.onnxruntime else ("tract", "ours")
+        runs = {(core.key, engine): pool.submit(count, core, engine, args, table, mark, scratch)
+                for core in cores for engine in engines}
         for core in cores:
-            tract_run, our_run = runs[core.key, "tract"].result(), runs[core.key, "ours"].result()
-            print_core(core, args, tract_run, our_run)
-            tracts[core.key], ours[core.key] = tract_run.counts, our_run.counts
+            core_runs = {engine: runs[core.key, engine].result() for engine in engines}
+            print_core(core, args, core_runs)
+            tracts[core.key], ours[core.key] = core_runs["tract"].counts, core_runs["ours"].counts
     if args.record:
         args.record.write_text(json.dumps(expected_counts(args, ours), indent=2) + "\n")
         print(f"arm-bench: recorded {args.record}", file=sys.stderr)
