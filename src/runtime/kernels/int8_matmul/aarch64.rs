@@ -95,27 +95,31 @@ unsafe fn sdot<const R: usize>(
     }
 }
 
-/// `smull2`: the high 8 bytes of `w` times those of `a`, into 16-bit products. Written out because, given a row's
-/// 4 bytes repeated, LLVM computes `vmull_high_s8` as an `ext` of the weights and an `smull`: one instruction more
-/// per 16 weights.
-macro_rules! smull_high {
-    ($w:expr, $a:expr) => {{
-        let products: int16x8_t;
+/// `sum += ` the products of the 16 bytes of `a` and `w`, in pairs: `smull` and `smull2` into exact 16-bit
+/// products, each added in pairs into the 4 lanes (`sadalp`). Written out as one block: left to itself LLVM turns
+/// two `sadalp` in a row into `saddlp` + `sadalp` + `add` (one instruction more), and at 5 rows its scheduling
+/// of the products spills accumulators to the stack.
+macro_rules! multiply_add_16 {
+    ($sum:expr, $a:expr, $w:expr) => {
         asm!(
-            "smull2 {products:v}.8h, {w:v}.16b, {a:v}.16b",
-            products = out(vreg) products,
-            w = in(vreg) $w,
+            "smull {products:v}.8h, {a:v}.8b, {w:v}.8b",
+            "sadalp {sum:v}.4s, {products:v}.8h",
+            "smull2 {products:v}.8h, {a:v}.16b, {w:v}.16b",
+            "sadalp {sum:v}.4s, {products:v}.8h",
+            sum = inout(vreg) $sum,
             a = in(vreg) $a,
+            w = in(vreg) $w,
+            products = out(vreg) _,
             options(pure, nomem, nostack, preserves_flags),
-        );
-        products
-    }};
+        )
+    };
 }
 
-/// 8 columns (2 vectors of 4 columns' 4 bytes), for cores without the dot product: `smull`/`smull2` multiply the
-/// bytes into exact 16-bit products (at most 128 x 128), `sadalp` adds them in pairs into 32-bit lanes. Each lane
-/// holds half a column's sum (2 of each step's 4 k values), so 5 rows x 4 accumulators; the halves are added at
-/// the end. Four steps per iteration, so that the loop's own instructions are spread over 32 multiplications.
+/// 16 columns, for cores without the dot product, 4 at a time. Each column's weights come in runs of 16 k values
+/// (`Kernel::k_run`), so a row's 16 activations multiply a column's 16 weights as they are (`multiply_add_16`),
+/// 4 instructions per 16 multiply-adds and no broadcast; the lanes are added up once, at the end. 5 rows x 4
+/// columns is 20 accumulators, with 5 rows and a column's weights, of 32 registers. A call covers 16 columns so
+/// that its set-up is spread over more than one k = 32 product's few steps (the demo's vocabulary projection).
 ///
 /// # Safety
 /// The weights are packed for `Kernel::Neon`; rows `first_row..first_row + R` exist; `sums` has `R` rows of the
@@ -127,63 +131,34 @@ unsafe fn neon<const R: usize>(
     first_row: usize,
     sums: Sums,
 ) {
-    const BLOCK: usize = 8 * K_STEP;
-    const STEPS: usize = K_ALIGN / K_STEP;
+    const COLUMNS: usize = 4;
+    const GROUP: usize = 16;
     let blocks = weights.group(group);
     let rows: [*const u8; R] = std::array::from_fn(|r| activations.row(first_row + r));
-    // SAFETY: every aarch64 core has NEON.
-    let mut accumulators = [[unsafe { vdupq_n_s32(0) }; 4]; R];
-    for chunk in 0..weights.steps / STEPS {
-        // SAFETY: the group has `steps` blocks of 32 bytes (`steps` a multiple of 4); the rows have whole chunks
-        // of 16 bytes.
-        unsafe {
-            // With one or two rows, a row's 16 bytes (4 steps) are read at once and each step's 4 repeated from a
-            // lane of them, which spares the address arithmetic of four loads; with more, the rows' registers
-            // would crowd out the accumulators, and each step's 4 bytes are loaded repeated (`ld1r`).
-            let by_lane = R <= 2;
-            let chunk_rows: [*const u8; R] = std::array::from_fn(|r| rows[r].add(chunk * K_ALIGN));
-            let a: [int32x4_t; R] = std::array::from_fn(|r| {
-                if by_lane {
-                    vreinterpretq_s32_u8(vld1q_u8(chunk_rows[r]))
-                } else {
-                    vdupq_n_s32(0)
-                }
-            });
-            let chunk_blocks = blocks.add(chunk * STEPS * BLOCK);
-            macro_rules! step {
-                ($lane:literal) => {
-                    let block = chunk_blocks.add($lane * BLOCK);
-                    let w = [vld1q_s8(block), vld1q_s8(block.add(16))];
-                    for ((a, row), accumulators) in a.iter().zip(chunk_rows).zip(&mut accumulators)
-                    {
-                        let a = vreinterpretq_s8_s32(if by_lane {
-                            vdupq_laneq_s32::<$lane>(*a)
-                        } else {
-                            vld1q_dup_s32(row.add($lane * K_STEP).cast())
-                        });
-                        for (halves, w) in accumulators.chunks_exact_mut(2).zip(w) {
-                            halves[0] =
-                                vpadalq_s16(halves[0], vmull_s8(vget_low_s8(w), vget_low_s8(a)));
-                            halves[1] = vpadalq_s16(halves[1], smull_high!(w, a));
-                        }
-                    }
-                };
-            }
-            step!(0);
-            step!(1);
-            step!(2);
-            step!(3);
-        }
-    }
-    for (r, accumulators) in accumulators.iter().enumerate() {
-        for (b, halves) in accumulators.chunks_exact(2).enumerate() {
-            // SAFETY: `sums` has R rows of the group's columns.
+    for part in 0..GROUP / COLUMNS {
+        // SAFETY: every aarch64 core has NEON.
+        let mut accumulators = [[unsafe { vdupq_n_s32(0) }; COLUMNS]; R];
+        for chunk in 0..weights.steps * K_STEP / K_ALIGN {
+            // SAFETY: the group has a block of 16 columns' 16 bytes for every 16 of the padded k; the rows have
+            // whole chunks of 16 bytes.
             unsafe {
-                vst1q_s32(
-                    sums.at.add(r * sums.stride + b * 4),
-                    vpaddq_s32(halves[0], halves[1]),
-                )
-            };
+                let a: [int8x16_t; R] =
+                    std::array::from_fn(|r| vld1q_s8(rows[r].add(chunk * K_ALIGN).cast()));
+                let block = blocks.add((chunk * GROUP + part * COLUMNS) * K_ALIGN);
+                for column in 0..COLUMNS {
+                    let w = vld1q_s8(block.add(column * K_ALIGN));
+                    for (a, accumulators) in a.iter().zip(&mut accumulators) {
+                        multiply_add_16!(accumulators[column], *a, w);
+                    }
+                }
+            }
+        }
+        for (r, [c0, c1, c2, c3]) in accumulators.iter().enumerate() {
+            // SAFETY: every aarch64 core has NEON; `sums` has R rows of the group's columns.
+            unsafe {
+                let columns = vpaddq_s32(vpaddq_s32(*c0, *c1), vpaddq_s32(*c2, *c3));
+                vst1q_s32(sums.at.add(r * sums.stride + part * COLUMNS), columns);
+            }
         }
     }
 }

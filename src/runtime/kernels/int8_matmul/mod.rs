@@ -27,7 +27,8 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use crate::runtime::kernels::spin_pool;
 
-/// Bytes of the k axis that one step of every kernel sums per column: VNNI's and SDOT's four.
+/// Bytes of the k axis that one step of a kernel sums per column: VNNI's and SDOT's four (`Kernel::k_run` may
+/// lay out longer runs).
 const K_STEP: usize = 4;
 /// The k axis of weights and activations is padded with zeros to a multiple of this: SDOT's kernel reads the
 /// activations 16 bytes (four steps) at a time.
@@ -128,8 +129,18 @@ impl Kernel {
     fn group_columns(self) -> usize {
         match self {
             Kernel::Avx512Vnni => 64,
-            Kernel::AvxVnni | Kernel::Sdot => 16,
-            Kernel::Avx2 | Kernel::Neon => 8,
+            Kernel::AvxVnni | Kernel::Sdot | Kernel::Neon => 16,
+            Kernel::Avx2 => 8,
+        }
+    }
+
+    /// Consecutive k values of one column that the packing keeps together: a step's 4 for the kernels that
+    /// broadcast a row's 4 bytes (VNNI, SDOT, AVX2), a whole 16-byte chunk for `Neon`, which multiplies a row's
+    /// chunk by a column's (no broadcast) and adds the lanes up at the end.
+    fn k_run(self) -> usize {
+        match self {
+            Kernel::Neon => K_ALIGN,
+            Kernel::Avx512Vnni | Kernel::AvxVnni | Kernel::Avx2 | Kernel::Sdot => K_STEP,
         }
     }
 
@@ -162,8 +173,14 @@ struct Line([u8; 64]);
 
 /// A `[k, n]` int8 weight matrix laid out for one kernel, with what the zero points' correction needs.
 ///
-/// Layout: for each group of `group_columns` columns, for each step of 4 along k, one block of `4 *
-/// group_columns` bytes holding each column's 4 consecutive k values in turn. Columns and k are padded with 0.
+/// Layout: for each group of `group_columns` columns, for each run of `Kernel::k_run` (4 or 16) along k, one block
+/// of `run * group_columns` bytes holding each column's `run` consecutive k values in turn. Columns and k are
+/// padded with 0.
+// Other architectures (armv7) have no tiles yet: the op is never created there, and what only tiles read is unused.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub struct Int8Weights {
     kernel: Kernel,
     k: usize,
@@ -199,11 +216,12 @@ impl Int8Weights {
         let bytes = unsafe {
             std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u8>(), lines.len() * 64)
         };
+        let run = kernel.k_run();
         for (row, values) in weights.chunks_exact(n).enumerate() {
-            let in_group = row / K_STEP * K_STEP * group_columns + row % K_STEP;
+            let in_group = row / run * run * group_columns + row % run;
             for (group, values) in values.chunks(group_columns).enumerate() {
                 let block = &mut bytes[group * group_bytes + in_group..];
-                for (to, &w) in block.iter_mut().step_by(K_STEP).zip(values) {
+                for (to, &w) in block.iter_mut().step_by(run).zip(values) {
                     *to = w as u8;
                 }
             }
@@ -231,6 +249,10 @@ impl Int8Weights {
     }
 
     /// The first byte of a group's blocks.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     fn group(&self, group: usize) -> *const i8 {
         let group_bytes = self.steps * K_STEP * self.group_columns;
         // SAFETY (of the `add`): groups * group_bytes bytes were allocated.
@@ -377,6 +399,11 @@ struct Chunk([u8; K_ALIGN]);
 /// The activations' rows as the kernel multiplies them, each padded with 0 to a multiple of 16 values, and what the
 /// correction needs of them. For the signed kernels every value is shifted by -128 (a u8 `a` becomes the i8
 /// `a - 128`) and so is the zero point: `a - a_zero_point` is the same. For the 16-bit kernel each value is a u16.
+// Other architectures (armv7) have no tiles yet: the op is never created there, and what only tiles read is unused.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 struct Activations {
     chunks: Vec<Chunk>,
     /// Bytes from one row to the next: k padded, times 2 for the 16-bit kernel.
@@ -428,6 +455,10 @@ impl Activations {
     }
 
     /// The first byte of a row.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     fn row(&self, row: usize) -> *const u8 {
         // SAFETY (of the `add`): `rows * stride` bytes were allocated.
         unsafe { self.chunks.as_ptr().cast::<u8>().add(row * self.stride) }
@@ -539,6 +570,10 @@ fn multiply(
 }
 
 /// Where a tile writes its plain sums: row `r`, column `c` of the group at `at + r * stride + c`.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 #[derive(Clone, Copy)]
 struct Sums {
     at: *mut i32,

@@ -37,8 +37,8 @@ from pathlib import Path
 
 from .arm_parity import CORES, SYSROOT, Core, can_bind_cpuinfo, qemu_runner
 
-# qemu-user loads a 64-bit position-independent guest program here.
-PIE_BASE = 0x5500000000
+# Where qemu-user loads a position-independent guest program (`qemu-arm -d page` prints it).
+PIE_BASE = {"aarch64": 0x5500000000, "armv7": 0x40000000}
 OUTSIDE = "[outside capdec and its libraries' exported functions]"
 DYNAMIC_QEMU = {"aarch64": "qemu-aarch64", "armv7": "qemu-arm"}
 NM = {"aarch64": "aarch64-linux-gnu-nm", "armv7": "arm-linux-gnueabihf-nm"}
@@ -171,18 +171,34 @@ class Run:
     functions: Counter[str]
 
 
-def count(core: Core, kernel: str, args: argparse.Namespace, table: list[tuple[int, str]], mark: int,
-          scratch: Path) -> Run:
+@dataclass
+class Build:
+    """One architecture's non-stripped capdec, its functions and where its mark is."""
+    binary: Path
+    table: list[tuple[int, str]]
+    mark: int
+
+
+def build_of(arch: str, binary: Path) -> Build:
+    table = symbols(NM[arch], binary)
+    mark = next((start for start, name in table if name == MARK), None)
+    if mark is None:
+        raise SystemExit(f"arm-bench: {binary} has no `{MARK}`")
+    return Build(binary, table, mark)
+
+
+def count(core: Core, kernel: str, args: argparse.Namespace, build: Build, scratch: Path) -> Run:
     """`capdec bench` under the counting emulator as one core: the networks on tract with its kernels (`tract`)
     or ours (`ours`), or on onnxruntime (`onnxruntime`)."""
     runner = qemu_runner(core, args.bind, scratch)
     out = scratch / f"{core.key}-{args.precision}-{kernel}.counts"
     opening = window(args.functions_of, args.tokens)
     # The guest's loader says where it put each library (on standard error, before anything is counted).
-    runner.prefix = [DYNAMIC_QEMU["aarch64"], "-plugin",
-                     f"{args.plugin},out={out},mark={PIE_BASE + mark:x},window={opening}", "-E", "LD_DEBUG=files",
+    base = PIE_BASE[core.arch]
+    runner.prefix = [DYNAMIC_QEMU[core.arch], "-plugin",
+                     f"{args.plugin},out={out},mark={base + build.mark:x},window={opening}", "-E", "LD_DEBUG=files",
                      *runner.prefix[1:]]
-    command = runner.command(args.binary, [
+    command = runner.command(build.binary, [
         "bench", "--json", "--model", args.bundle, "--precision", args.precision, "--threads", "1",
         "--runs", "1", "--warmup", "0", "--tokens", str(args.tokens), "--beam", str(args.beam),
         *(["--onnxruntime", str(args.onnxruntime)] if kernel == "onnxruntime" else []),
@@ -197,9 +213,9 @@ def count(core: Core, kernel: str, args: argparse.Namespace, table: list[tuple[i
     lines = out.read_text().splitlines()
     marks = [int(line.split()[1]) for line in lines if line.startswith("mark ")]
     blocks = "\n".join(line.split(" ", 1)[1] for line in lines if line.startswith("window "))
-    binary = [(PIE_BASE + start, name) for start, name in table]
+    binary = [(base + start, name) for start, name in build.table]
     binary.append((binary[-1][0] + (1 << 20), OUTSIDE))
-    everything = sorted(binary + library_symbols(done.stderr, NM["aarch64"], Path(SYSROOT["aarch64"])))
+    everything = sorted(binary + library_symbols(done.stderr, NM[core.arch], Path(SYSROOT[core.arch])))
     return Run(stage_counts(json.loads(done.stdout), marks), attribute(blocks, everything, 0))
 
 
@@ -242,14 +258,44 @@ def print_core(core: Core, args: argparse.Namespace, runs: dict[str, Run]) -> No
     sys.stdout.flush()
 
 
+def print_armv7_core(core: Core, args: argparse.Namespace, tracts: Run, work: list[StageCount] | None) -> None:
+    """An armv7 core runs tract's kernels only (ours have no armv7 tiles yet); the minimum is the `smull`/`sadalp`
+    one (NEON's `vmull.s8` and `vpadal.s16` are the same 4 instructions per 16), from the int8 work an aarch64
+    run of ours reported for the same bundle."""
+    print(f"### {core.board} ({core.key}, armv7), {args.precision}, bundle {args.bundle}")
+    print()
+    print(f"M instructions per sample, one thread, tract's kernels; steps at a past of up to {args.tokens} tokens, "
+          f"the beam step {args.beam} rows; minimum: the int8 products' (`vmull.s8`/`vpadal.s16`, 4 per 16)")
+    print()
+    print("| stage | tract | minimum | tract / minimum |")
+    print("|---|---|---|---|")
+    for ix, stage in enumerate(tracts.counts):
+        least = minimum(work[ix], dot_product=False) if work else 0.0
+        least_cell, over = (f"{least / 1e6:,.2f}", f"{stage.instructions / least:.2f}") if least else ("-", "-")
+        print(f"| {stage.name} | {stage.instructions / 1e6:,.2f} | {least_cell} | {over} |")
+    print()
+    total = sum(tracts.functions.values())
+    print(f"Functions of one {args.functions_of} (the last sample) on tract's kernels ({total / 1e6:,.2f} M "
+          "instructions):")
+    print()
+    print("| function | M instructions | share |")
+    print("|---|---|---|")
+    for function, executed in tracts.functions.most_common(args.top):
+        print(f"| `{short(function)}` | {executed / 1e6:,.2f} | {executed / total:.0%} |")
+    print()
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="arm-bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", type=Path, required=True, help="a non-stripped aarch64 build of capdec")
+    parser.add_argument("--armv7-binary", type=Path, help="a non-stripped armv7 build, for armv7 cores")
     parser.add_argument("--plugin", type=Path, required=True, help="count.so")
     parser.add_argument("--bundle", default="models/demo")
     parser.add_argument("--precision", default="int8")
-    parser.add_argument("--cores", default="a53,a72,a76", help="keys of arm_parity.CORES (aarch64 ones)")
+    parser.add_argument("--cores", default="a53,a72,a76",
+                        help="keys of arm_parity.CORES (armv7 ones count tract's kernels only)")
     parser.add_argument("--tokens", type=int, default=4, help="tokens of every benchmarked caption")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--functions-of", default="decoder token step", help="the stage whose functions are shown")
@@ -264,27 +310,30 @@ def main(argv: list[str] | None = None) -> int:
                              "under tract's")
     args = parser.parse_args(argv)
     args.bind = can_bind_cpuinfo()
-    table = symbols(NM["aarch64"], args.binary)
-    mark = next((start for start, name in table if name == MARK), None)
-    if mark is None:
-        raise SystemExit(f"arm-bench: {args.binary} has no `{MARK}`")
     cores = []
     for key in args.cores.split(","):
-        core = next((c for c in CORES if c.key == key and c.arch == "aarch64"), None)
+        core = next((c for c in CORES if c.key == key), None)
         if core is None:
-            raise SystemExit(f"arm-bench: no aarch64 core `{key}` (arm_parity.CORES)")
+            raise SystemExit(f"arm-bench: no core `{key}` (arm_parity.CORES: {', '.join(c.key for c in CORES)})")
         cores.append(core)
+    builds = {"aarch64": build_of("aarch64", args.binary)}
+    if any(core.arch == "armv7" for core in cores):
+        if args.armv7_binary is None:
+            raise SystemExit("arm-bench: armv7 cores need --armv7-binary")
+        builds["armv7"] = build_of("armv7", args.armv7_binary)
     ours: dict[str, list[StageCount]] = {}
     tracts: dict[str, list[StageCount]] = {}
     with tempfile.TemporaryDirectory() as scratch_name, ThreadPoolExecutor(args.jobs) as pool:
         scratch = Path(scratch_name)
-        engines = ("tract", "ours", "onnxruntime") if args.onnxruntime else ("tract", "ours")
-        runs = {(core.key, engine): pool.submit(count, core, engine, args, table, mark, scratch)
-                for core in cores for engine in engines}
-        for core in cores:
-            core_runs = {engine: runs[core.key, engine].result() for engine in engines}
+        aarch64_engines = ("tract", "ours", "onnxruntime") if args.onnxruntime else ("tract", "ours")
+        runs = {(core.key, engine): pool.submit(count, core, engine, args, builds[core.arch], scratch)
+                for core in cores for engine in (aarch64_engines if core.arch == "aarch64" else ("tract",))}
+        for core in (c for c in cores if c.arch == "aarch64"):
+            core_runs = {engine: runs[core.key, engine].result() for engine in aarch64_engines}
             print_core(core, args, core_runs)
             tracts[core.key], ours[core.key] = core_runs["tract"].counts, core_runs["ours"].counts
+        for core in (c for c in cores if c.arch == "armv7"):
+            print_armv7_core(core, args, runs[core.key, "tract"].result(), next(iter(ours.values()), None))
     if args.record:
         args.record.write_text(json.dumps(expected_counts(args, ours), indent=2) + "\n")
         print(f"arm-bench: recorded {args.record}", file=sys.stderr)
