@@ -6,14 +6,16 @@
 //!
 //! One kernel per instruction set ([`Kernel`], chosen at run time from the CPU's features): AVX-512 VNNI, AVX-VNNI
 //! and AVX2 on x86-64; SDOT (dot product: Pi 5, Jetson Orin) and widening multiplies (every aarch64 core: Pi 3 and
-//! 4) on aarch64. Each reads the weights packed once, at load, for its own vector width (`Int8Weights`), and
-//! writes the plain integer sums of up to six rows by one group of columns into the output; the zero points'
-//! correction and the scale are then done in place for a block of groups at once (`finish`).
-//! `rewrite::int8_products_on_our_kernel` puts the op in the graph where a kernel runs; elsewhere (armv7, other
-//! architectures) tract's kernels stay.
+//! 4) on aarch64; the same widening multiplies on armv7 with NEON (32-bit Pi OS). Each reads the weights packed
+//! once, at load, for its own vector width (`Int8Weights`), and writes the plain integer sums of up to six rows by
+//! one group of columns into the output; the zero points' correction and the scale are then done in place for a
+//! block of groups at once (`finish`). `rewrite::int8_products_on_our_kernel` puts the op in the graph where a
+//! kernel runs; elsewhere (armv7 without NEON, other architectures) tract's kernels stay.
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+#[cfg(target_arch = "arm")]
+mod arm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -57,7 +59,8 @@ pub enum Kernel {
     Avx2,
     /// aarch64 with the dot product (`sdot`): Cortex-A76 (Pi 5), A78 (Jetson Orin), A55.
     Sdot,
-    /// aarch64 without it (`smull` + `sadalp`): Cortex-A53 (Pi 3, Zero 2 W), A72 (Pi 4), A57 (Jetson Nano).
+    /// aarch64 without it (`smull` + `sadalp`): Cortex-A53 (Pi 3, Zero 2 W), A72 (Pi 4), A57 (Jetson Nano); and
+    /// armv7 with NEON (`vmull.s8` + `vpadal.s16`): 32-bit Pi OS on any Pi from the 2 on.
     Neon,
 }
 
@@ -90,6 +93,8 @@ impl Kernel {
         return x86::available(self);
         #[cfg(target_arch = "aarch64")]
         return aarch64::available(self);
+        #[cfg(target_arch = "arm")]
+        return arm::available(self);
         #[allow(unreachable_code)]
         false
     }
@@ -161,6 +166,8 @@ impl Kernel {
         return x86::tiles(self);
         #[cfg(target_arch = "aarch64")]
         return aarch64::tiles(self);
+        #[cfg(target_arch = "arm")]
+        return arm::tiles(self);
         #[allow(unreachable_code)]
         &[]
     }
@@ -176,9 +183,9 @@ struct Line([u8; 64]);
 /// Layout: for each group of `group_columns` columns, for each run of `Kernel::k_run` (4 or 16) along k, one block
 /// of `run * group_columns` bytes holding each column's `run` consecutive k values in turn. Columns and k are
 /// padded with 0.
-// Other architectures (armv7) have no tiles yet: the op is never created there, and what only tiles read is unused.
+// Other architectures have no tiles: the op is never created there, and what only tiles read is unused.
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
     allow(dead_code)
 )]
 pub struct Int8Weights {
@@ -250,7 +257,7 @@ impl Int8Weights {
 
     /// The first byte of a group's blocks.
     #[cfg_attr(
-        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
         allow(dead_code)
     )]
     fn group(&self, group: usize) -> *const i8 {
@@ -399,9 +406,9 @@ struct Chunk([u8; K_ALIGN]);
 /// The activations' rows as the kernel multiplies them, each padded with 0 to a multiple of 16 values, and what the
 /// correction needs of them. For the signed kernels every value is shifted by -128 (a u8 `a` becomes the i8
 /// `a - 128`) and so is the zero point: `a - a_zero_point` is the same. For the 16-bit kernel each value is a u16.
-// Other architectures (armv7) have no tiles yet: the op is never created there, and what only tiles read is unused.
+// Other architectures have no tiles: the op is never created there, and what only tiles read is unused.
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
     allow(dead_code)
 )]
 struct Activations {
@@ -456,7 +463,7 @@ impl Activations {
 
     /// The first byte of a row.
     #[cfg_attr(
-        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
         allow(dead_code)
     )]
     fn row(&self, row: usize) -> *const u8 {
@@ -571,7 +578,7 @@ fn multiply(
 
 /// Where a tile writes its plain sums: row `r`, column `c` of the group at `at + r * stride + c`.
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
     allow(dead_code)
 )]
 #[derive(Clone, Copy)]
@@ -683,7 +690,8 @@ mod tests {
 
     /// The kernels this CPU has. On x86-64 the list is checked against /proc/cpuinfo, read apart from the
     /// detection the ops rely on, so that a broken detection cannot turn kernels into skips where the
-    /// instructions are; every aarch64 core has `neon`.
+    /// instructions are; every aarch64 core has `neon`, and so do the armv7 cores the tests run on (qemu's
+    /// cortex-a7 and a15).
     fn kernels_here() -> Vec<Kernel> {
         let here: Vec<Kernel> = Kernel::ALL.into_iter().filter(|k| k.available()).collect();
         #[cfg(target_arch = "x86_64")]
@@ -709,7 +717,7 @@ mod tests {
                 );
             }
         }
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
         assert!(here.contains(&Kernel::Neon));
         for kernel in Kernel::ALL {
             if !here.contains(&kernel) {

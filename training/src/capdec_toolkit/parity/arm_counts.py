@@ -12,6 +12,7 @@ products, from the multiply-adds and weights the bench reports:
     with the dot product (SDOT):  multiply-adds / 16 + weights / 16       one SDOT per 16 multiply-adds, one
                                                                       16-byte load per 16 weights
     without (smull/sadalp):     4 x multiply-adds / 16 + weights / 16   smull, smull2 and two sadalp per 16
+                                                                      (armv7: vmull.s8 twice, vpadal.s16 twice)
 
 and, stricter, the same with one `ldp` (a 32-byte load) per 32 weights: weights / 32.
 
@@ -223,7 +224,7 @@ def print_core(core: Core, args: argparse.Namespace, runs: dict[str, Run]) -> No
     dot_product = core.qemu_cpu in DOT_PRODUCT_CPUS
     kernel = "sdot" if dot_product else "neon"
     tracts, ours, theirs = runs["tract"], runs["ours"], runs.get("onnxruntime")
-    print(f"### {core.board} ({core.key}), {args.precision}, bundle {args.bundle}")
+    print(f"### {core.board} ({core.key}, {core.arch}), {args.precision}, bundle {args.bundle}")
     print()
     print(f"M instructions per sample, one thread; steps at a past of up to {args.tokens} tokens, the beam step "
           f"{args.beam} rows; minimum: the int8 products' ({'SDOT' if dot_product else 'smull/sadalp'} formula)")
@@ -258,34 +259,6 @@ def print_core(core: Core, args: argparse.Namespace, runs: dict[str, Run]) -> No
     sys.stdout.flush()
 
 
-def print_armv7_core(core: Core, args: argparse.Namespace, tracts: Run, work: list[StageCount] | None) -> None:
-    """An armv7 core runs tract's kernels only (ours have no armv7 tiles yet); the minimum is the `smull`/`sadalp`
-    one (NEON's `vmull.s8` and `vpadal.s16` are the same 4 instructions per 16), from the int8 work an aarch64
-    run of ours reported for the same bundle."""
-    print(f"### {core.board} ({core.key}, armv7), {args.precision}, bundle {args.bundle}")
-    print()
-    print(f"M instructions per sample, one thread, tract's kernels; steps at a past of up to {args.tokens} tokens, "
-          f"the beam step {args.beam} rows; minimum: the int8 products' (`vmull.s8`/`vpadal.s16`, 4 per 16)")
-    print()
-    print("| stage | tract | minimum | tract / minimum |")
-    print("|---|---|---|---|")
-    for ix, stage in enumerate(tracts.counts):
-        least = minimum(work[ix], dot_product=False) if work else 0.0
-        least_cell, over = (f"{least / 1e6:,.2f}", f"{stage.instructions / least:.2f}") if least else ("-", "-")
-        print(f"| {stage.name} | {stage.instructions / 1e6:,.2f} | {least_cell} | {over} |")
-    print()
-    total = sum(tracts.functions.values())
-    print(f"Functions of one {args.functions_of} (the last sample) on tract's kernels ({total / 1e6:,.2f} M "
-          "instructions):")
-    print()
-    print("| function | M instructions | share |")
-    print("|---|---|---|")
-    for function, executed in tracts.functions.most_common(args.top):
-        print(f"| `{short(function)}` | {executed / 1e6:,.2f} | {executed / total:.0%} |")
-    print()
-    sys.stdout.flush()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="arm-bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -295,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", default="models/demo")
     parser.add_argument("--precision", default="int8")
     parser.add_argument("--cores", default="a53,a72,a76",
-                        help="keys of arm_parity.CORES (armv7 ones count tract's kernels only)")
+                        help="keys of arm_parity.CORES (aarch64 and armv7)")
     parser.add_argument("--tokens", type=int, default=4, help="tokens of every benchmarked caption")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--functions-of", default="decoder token step", help="the stage whose functions are shown")
@@ -325,15 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     tracts: dict[str, list[StageCount]] = {}
     with tempfile.TemporaryDirectory() as scratch_name, ThreadPoolExecutor(args.jobs) as pool:
         scratch = Path(scratch_name)
-        aarch64_engines = ("tract", "ours", "onnxruntime") if args.onnxruntime else ("tract", "ours")
+        # onnxruntime publishes no armv7 build.
+        engines = {core.key: ("tract", "ours", "onnxruntime") if args.onnxruntime and core.arch == "aarch64"
+                   else ("tract", "ours") for core in cores}
         runs = {(core.key, engine): pool.submit(count, core, engine, args, builds[core.arch], scratch)
-                for core in cores for engine in (aarch64_engines if core.arch == "aarch64" else ("tract",))}
-        for core in (c for c in cores if c.arch == "aarch64"):
-            core_runs = {engine: runs[core.key, engine].result() for engine in aarch64_engines}
+                for core in cores for engine in engines[core.key]}
+        for core in cores:
+            core_runs = {engine: runs[core.key, engine].result() for engine in engines[core.key]}
             print_core(core, args, core_runs)
             tracts[core.key], ours[core.key] = core_runs["tract"].counts, core_runs["ours"].counts
-        for core in (c for c in cores if c.arch == "armv7"):
-            print_armv7_core(core, args, runs[core.key, "tract"].result(), next(iter(ours.values()), None))
     if args.record:
         args.record.write_text(json.dumps(expected_counts(args, ours), indent=2) + "\n")
         print(f"arm-bench: recorded {args.record}", file=sys.stderr)
