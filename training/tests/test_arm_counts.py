@@ -60,8 +60,9 @@ def test_stages_are_counted_between_their_marks() -> None:
     assert by_name["caption beam"] == 90
     # One SDOT per 16 multiply-adds and one load per 16 weights (or 32, with ldp); without the dot product 4 per 16.
     encode, token_step = counts[1], counts[4]
-    assert minimum(encode, dot_product=True) == 3200 / 16 + 64 / 16
-    assert minimum(token_step, dot_product=False, load_bytes=32) == 4 * 160 / 16 + 160 / 32
+    assert minimum(encode, "SDOT") == 3200 / 16 + 64 / 16
+    assert minimum(token_step, "smull/sadalp", load_bytes=32) == 4 * 160 / 16 + 160 / 32
+    assert minimum(token_step, "fmla") == 160 / 4 + 160 * 4 / 16
 
 
 def test_marks_that_do_not_match_the_samples_are_refused() -> None:

@@ -14,7 +14,13 @@ products, from the multiply-adds and weights the bench reports:
     without (smull/sadalp):     4 x multiply-adds / 16 + weights / 16   smull, smull2 and two sadalp per 16
                                                                       (armv7: vmull.s8 twice, vpadal.s16 twice)
 
-and, stricter, the same with one `ldp` (a 32-byte load) per 32 weights: weights / 32.
+and, stricter, the same with one `ldp` (a 32-byte load) per 32 weights: weights / 32. For fp32 (tract's float
+kernels, `fmla` by 4 lanes, 4-byte weights):
+
+    multiply-adds / 4 + weights / 4                                     one fmla per 4 multiply-adds, one 16-byte
+                                                                      load per 4 weights
+
+with the multiply-adds and weights of the same bundle's int8 products (one more int8 run: the same matrices).
 
 Everything else a stage does (normalisation, attention over the past, activations, quantization) is above it.
 
@@ -159,11 +165,15 @@ def stage_counts(report: dict, marks: list[int]) -> list[StageCount]:
     return counts
 
 
-def minimum(stage: StageCount, dot_product: bool, load_bytes: int = 16) -> float:
-    """The instructions the stage's int8 products need at least (the module's formula), with loads of 16 or 32
+# Per kind of product: instructions per 16 multiply-adds, and bytes per weight.
+FORMULAS = {"SDOT": (1, 1), "smull/sadalp": (4, 1), "fmla": (4, 4)}
+
+
+def minimum(stage: StageCount, formula: str, load_bytes: int = 16) -> float:
+    """The instructions the stage's products need at least (the module's formulas), with loads of 16 or 32
     bytes."""
-    per_multiply_add = 1 if dot_product else 4
-    return per_multiply_add * stage.multiply_adds / 16 + stage.weights / load_bytes
+    per_16, weight_bytes = FORMULAS[formula]
+    return per_16 * stage.multiply_adds / 16 + stage.weights * weight_bytes / load_bytes
 
 
 @dataclass
@@ -188,11 +198,13 @@ def build_of(arch: str, binary: Path) -> Build:
     return Build(binary, table, mark)
 
 
-def count(core: Core, kernel: str, args: argparse.Namespace, build: Build, scratch: Path) -> Run:
+def count(core: Core, kernel: str, args: argparse.Namespace, build: Build, scratch: Path,
+          precision: str | None = None) -> Run:
     """`capdec bench` under the counting emulator as one core: the networks on tract with its kernels (`tract`)
-    or ours (`ours`), or on onnxruntime (`onnxruntime`)."""
+    or ours (`ours`), or on onnxruntime (`onnxruntime`); at `args.precision` unless given another."""
+    precision = precision or args.precision
     runner = qemu_runner(core, args.bind, scratch)
-    out = scratch / f"{core.key}-{args.precision}-{kernel}.counts"
+    out = scratch / f"{core.key}-{precision}-{kernel}.counts"
     opening = window(args.functions_of, args.tokens)
     # The guest's loader says where it put each library (on standard error, before anything is counted).
     base = PIE_BASE[core.arch]
@@ -200,7 +212,7 @@ def count(core: Core, kernel: str, args: argparse.Namespace, build: Build, scrat
                      f"{args.plugin},out={out},mark={base + build.mark:x},window={opening}", "-E", "LD_DEBUG=files",
                      *runner.prefix[1:]]
     command = runner.command(build.binary, [
-        "bench", "--json", "--model", args.bundle, "--precision", args.precision, "--threads", "1",
+        "bench", "--json", "--model", args.bundle, "--precision", precision, "--threads", "1",
         "--runs", "1", "--warmup", "0", "--tokens", str(args.tokens), "--beam", str(args.beam),
         *(["--onnxruntime", str(args.onnxruntime)] if kernel == "onnxruntime" else []),
     ])
@@ -220,21 +232,23 @@ def count(core: Core, kernel: str, args: argparse.Namespace, build: Build, scrat
     return Run(stage_counts(json.loads(done.stdout), marks), attribute(blocks, everything, 0))
 
 
-def print_core(core: Core, args: argparse.Namespace, runs: dict[str, Run]) -> None:
+def print_core(core: Core, args: argparse.Namespace, runs: dict[str, Run], work: list[StageCount]) -> None:
+    """One core's table; `work` holds each stage's products (multiply-adds and weights), for the minimum."""
     dot_product = core.qemu_cpu in DOT_PRODUCT_CPUS
     kernel = "sdot" if dot_product else "neon"
+    formula = "fmla" if args.precision == "fp32" else "SDOT" if dot_product else "smull/sadalp"
     tracts, ours, theirs = runs["tract"], runs["ours"], runs.get("onnxruntime")
     print(f"### {core.board} ({core.key}, {core.arch}), {args.precision}, bundle {args.bundle}")
     print()
     print(f"M instructions per sample, one thread; steps at a past of up to {args.tokens} tokens, the beam step "
-          f"{args.beam} rows; minimum: the int8 products' ({'SDOT' if dot_product else 'smull/sadalp'} formula)")
+          f"{args.beam} rows; minimum: the products' ({formula} formula)")
     print()
     onnxruntime_header = ("", "") if theirs is None else (" onnxruntime | ours / onnxruntime |", "---|---|")
     print(f"| stage | tract | ours ({kernel}) | ours / tract |{onnxruntime_header[0]} minimum | ours / minimum | "
           "ours / minimum with `ldp` |")
     print(f"|---|---|---|---|{onnxruntime_header[1]}---|---|---|")
     for ix, (tract_count, mine) in enumerate(zip(tracts.counts, ours.counts)):
-        least, strict = minimum(mine, dot_product), minimum(mine, dot_product, load_bytes=32)
+        least, strict = minimum(work[ix], formula), minimum(work[ix], formula, load_bytes=32)
         over = f"{mine.instructions / least:.2f}" if least else "-"
         over_strict = f"{mine.instructions / strict:.2f}" if strict else "-"
         onnxruntime_cells = ""
@@ -303,9 +317,13 @@ def main(argv: list[str] | None = None) -> int:
                    else ("tract", "ours") for core in cores}
         runs = {(core.key, engine): pool.submit(count, core, engine, args, builds[core.arch], scratch)
                 for core in cores for engine in engines[core.key]}
+        # fp32 graphs do the same products without our counters: an int8 run says how many.
+        work_run = (pool.submit(count, cores[0], "ours", args, builds[cores[0].arch], scratch, "int8")
+                    if args.precision == "fp32" else None)
         for core in cores:
             core_runs = {engine: runs[core.key, engine].result() for engine in engines[core.key]}
-            print_core(core, args, core_runs)
+            print_core(core, args, core_runs,
+                       work_run.result().counts if work_run else core_runs["ours"].counts)
             tracts[core.key], ours[core.key] = core_runs["tract"].counts, core_runs["ours"].counts
     if args.record:
         args.record.write_text(json.dumps(expected_counts(args, ours), indent=2) + "\n")
