@@ -1,4 +1,4 @@
-"""`capdec-toolkit`: export, train, reference, fixture, metric-goldens, demo, realsize, bench, api-clients,
+"""`capdec-toolkit`: export, train, distill, reference, fixture, metric-goldens, demo, realsize, bench, api-clients,
 api-bench."""
 
 from __future__ import annotations
@@ -88,6 +88,32 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     train(clip, model, captions, options, report)
     save_checkpoint(model, args.out)
+    print(f"wrote {args.out}")
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    from .models.checkpoint import load_checkpoint, save_checkpoint
+    from .models.clip_models import load_clip
+    from .models.distill import DistillOptions, distill, make_student
+    from .models.train import TrainOptions, read_corpus
+
+    options = DistillOptions(
+        layers=args.layers, width=args.width, heads=args.heads, init=args.init, mapper=args.mapper,
+        temperature=args.temperature, soft_weight=args.soft_weight,
+        training=TrainOptions(noise_variance=args.noise_variance, epochs=args.epochs, batch_size=args.batch_size,
+                              learning_rate=args.lr, seed=args.seed, device=args.device),
+    )
+    teacher = load_checkpoint(args.teacher)
+    student = make_student(teacher, options)
+    clip = load_clip(args.clip)
+    captions = read_corpus(args.corpus, options.training.max_caption_tokens)
+
+    def report(epoch: int, step: int, loss: float, kl: float) -> None:
+        if step % args.log_every == 0:
+            print(f"epoch {epoch} step {step} loss {loss:.4f} kl {kl:.4f}", flush=True)
+
+    distill(clip, teacher, student, captions, options, report)
+    save_checkpoint(student, args.out)
     print(f"wrote {args.out}")
 
 
@@ -264,6 +290,30 @@ def parser() -> argparse.ArgumentParser:
     trainer.add_argument("--device", default="cpu", help="cpu or cuda")
     trainer.add_argument("--log-every", type=int, default=10)
     trainer.set_defaults(run=cmd_train)
+
+    distiller = commands.add_parser("distill", help="a smaller decoder from a CapDec checkpoint, on text only")
+    distiller.add_argument("--teacher", required=True, type=Path, help="the CapDec checkpoint to learn from")
+    distiller.add_argument("--clip", required=True, help="the CLIP the teacher was trained with")
+    distiller.add_argument("--corpus", required=True, type=Path, help="one caption a line, UTF-8")
+    distiller.add_argument("--out", required=True, type=Path, help="the student's checkpoint (export takes it)")
+    distiller.add_argument("--layers", required=True, type=int, help="the student's GPT-2 blocks")
+    distiller.add_argument("--width", type=int, help="the student's width (default the teacher's)")
+    distiller.add_argument("--heads", type=int, help="the student's heads (default the teacher's, or width / 64)")
+    distiller.add_argument("--init", choices=("teacher", "random"), default="teacher",
+                           help="start from every other teacher block (teacher) or at random")
+    distiller.add_argument("--mapper", choices=("copy", "train"), default="copy",
+                           help="keep the teacher's mapper (copy) or train one with the student")
+    distiller.add_argument("--temperature", type=float, default=2.0)
+    distiller.add_argument("--soft-weight", type=float, default=0.5,
+                           help="share of the loss that is the KL divergence to the teacher")
+    distiller.add_argument("--noise-variance", type=float, default=0.016)
+    distiller.add_argument("--epochs", type=int, default=10)
+    distiller.add_argument("--batch-size", type=int, default=40)
+    distiller.add_argument("--lr", type=float, default=1e-4)
+    distiller.add_argument("--seed", type=int, default=0)
+    distiller.add_argument("--device", default="cpu", help="cpu or cuda")
+    distiller.add_argument("--log-every", type=int, default=10)
+    distiller.set_defaults(run=cmd_distill)
 
     reference = commands.add_parser("reference", help="golden outputs of a bundle through onnxruntime")
     reference.add_argument("bundle", type=Path)

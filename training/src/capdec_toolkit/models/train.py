@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +88,33 @@ def caption_loss(model: CapDecModel, embeddings: Tensor, tokens: Tensor, labels:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
 
 
+@dataclass(frozen=True)
+class Batch:
+    epoch: int
+    step: int
+    noisy: Tensor
+    """The batch's CLIP text embeddings with CapDec's noise."""
+    tokens: Tensor
+    labels: Tensor
+
+
+def batches(clip: Clip, captions: list[str], options: TrainOptions) -> Iterator[Batch]:
+    """CapDec's training batches: every epoch the captions in a seeded order, each with a fresh draw of noise on its
+    CLIP text embedding. `train` and `distill` both take them."""
+    torch.manual_seed(options.seed)
+    generator = torch.Generator(device=options.device).manual_seed(options.seed)
+    tokenizer = gpt2_tokenizer()
+    token_lists = [tokenizer.encode_ordinary(caption) for caption in captions]
+    embeddings = text_embeddings(clip, captions).to(options.device)
+    for epoch in range(options.epochs):
+        order = torch.randperm(len(captions), generator=torch.Generator().manual_seed(options.seed + epoch))
+        for step, start in enumerate(range(0, len(captions), options.batch_size)):
+            batch = order[start : start + options.batch_size].tolist()
+            tokens, labels = _pad([token_lists[index] for index in batch])
+            noisy = inject_noise(embeddings[batch], options.noise_variance, generator)
+            yield Batch(epoch, step, noisy, tokens.to(options.device), labels.to(options.device))
+
+
 def train(
     clip: Clip,
     model: CapDecModel,
@@ -96,11 +123,6 @@ def train(
     on_step: Callable[[int, int, float], None] = lambda epoch, step, loss: None,
 ) -> list[float]:
     """Trains `model` in place; returns the loss of every step."""
-    torch.manual_seed(options.seed)
-    generator = torch.Generator(device=options.device).manual_seed(options.seed)
-    tokenizer = gpt2_tokenizer()
-    token_lists = [tokenizer.encode_ordinary(caption) for caption in captions]
-    embeddings = text_embeddings(clip, captions).to(options.device)
     model.to(options.device).train()
     parameters = list(model.clip_project.parameters())
     if options.freeze_gpt:
@@ -110,18 +132,13 @@ def train(
         parameters += list(model.gpt.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=options.learning_rate)
     losses = []
-    for epoch in range(options.epochs):
-        order = torch.randperm(len(captions), generator=torch.Generator().manual_seed(options.seed + epoch))
-        for step, start in enumerate(range(0, len(captions), options.batch_size)):
-            batch = order[start : start + options.batch_size].tolist()
-            tokens, labels = _pad([token_lists[index] for index in batch])
-            noisy = inject_noise(embeddings[batch], options.noise_variance, generator)
-            loss = caption_loss(model, noisy, tokens.to(options.device), labels.to(options.device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            on_step(epoch, step, losses[-1])
+    for batch in batches(clip, captions, options):
+        loss = caption_loss(model, batch.noisy, batch.tokens, batch.labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        on_step(batch.epoch, batch.step, losses[-1])
     model.eval().to("cpu")
     return losses
 
