@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 # Each command imports what it runs when it runs: torch, open_clip, transformers and onnxruntime take seconds to
 # import, and `--help` or a mistyped option must not wait for them (training/tests/test_cli.py).
@@ -51,6 +52,21 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(format_drift(report))
 
 
+@contextmanager
+def _progress(captions: list[str], epochs: int, batch_size: int, what: str) -> Iterator[Callable[..., None]]:
+    """A progress bar over every caption of every epoch: captions a second, time left, and the step's losses.
+    Yields `advance(step, **losses)`, called after each step."""
+    from tqdm import tqdm
+
+    with tqdm(total=epochs * len(captions), unit="caption", desc=what, dynamic_ncols=True) as bar:
+
+        def advance(step: int, **losses: float) -> None:
+            bar.update(min(batch_size, len(captions) - step * batch_size))
+            bar.set_postfix({name: f"{value:.4f}" for name, value in losses.items()}, refresh=False)
+
+        yield advance
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from .models.checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
     from .models.clip_models import load_clip
@@ -82,11 +98,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         if gpt:
             model.gpt = gpt
 
-    def report(epoch: int, step: int, loss: float) -> None:
-        if step % args.log_every == 0:
-            print(f"epoch {epoch} step {step} loss {loss:.4f}", flush=True)
-
-    train(clip, model, captions, options, report)
+    with _progress(captions, options.epochs, options.batch_size, "train") as advance:
+        train(clip, model, captions, options, lambda epoch, step, loss: advance(step, loss=loss))
     save_checkpoint(model, args.out)
     print(f"wrote {args.out}")
 
@@ -108,11 +121,9 @@ def cmd_distill(args: argparse.Namespace) -> None:
     clip = load_clip(args.clip)
     captions = read_corpus(args.corpus, options.training.max_caption_tokens)
 
-    def report(epoch: int, step: int, loss: float, kl: float) -> None:
-        if step % args.log_every == 0:
-            print(f"epoch {epoch} step {step} loss {loss:.4f} kl {kl:.4f}", flush=True)
-
-    distill(clip, teacher, student, captions, options, report)
+    with _progress(captions, options.training.epochs, options.training.batch_size, "distill") as advance:
+        distill(clip, teacher, student, captions, options,
+                lambda epoch, step, loss, kl: advance(step, loss=loss, kl=kl))
     save_checkpoint(student, args.out)
     print(f"wrote {args.out}")
 
@@ -288,7 +299,6 @@ def parser() -> argparse.ArgumentParser:
     trainer.add_argument("--freeze-gpt", action="store_true")
     trainer.add_argument("--seed", type=int, default=0)
     trainer.add_argument("--device", default="cpu", help="cpu or cuda")
-    trainer.add_argument("--log-every", type=int, default=10)
     trainer.set_defaults(run=cmd_train)
 
     distiller = commands.add_parser("distill", help="a smaller decoder from a CapDec checkpoint, on text only")
@@ -312,7 +322,6 @@ def parser() -> argparse.ArgumentParser:
     distiller.add_argument("--lr", type=float, default=1e-4)
     distiller.add_argument("--seed", type=int, default=0)
     distiller.add_argument("--device", default="cpu", help="cpu or cuda")
-    distiller.add_argument("--log-every", type=int, default=10)
     distiller.set_defaults(run=cmd_distill)
 
     reference = commands.add_parser("reference", help="golden outputs of a bundle through onnxruntime")
