@@ -136,7 +136,8 @@ pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<Ben
         }
         per_threads.push(ThreadReport { threads, stages });
     }
-    engine.use_threads(1)?;
+    // tract's executor is process-wide: back to one thread for whoever runs next.
+    use_threads(1);
     Ok(BenchReport {
         model: model.name().to_string(),
         precision: captioner.precision().to_string(),

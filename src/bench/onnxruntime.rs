@@ -19,9 +19,10 @@ use crate::caption::search::Step;
 pub(super) struct OnnxRuntime<'m> {
     environment: Environment,
     captioner: &'m Captioner,
-    /// The bundle's graph files, read and verified once.
-    graphs: [Vec<u8>; 3],
-    sessions: Option<Sessions>,
+    /// The bundle's graph files (path, bytes), read and verified once.
+    graphs: [(PathBuf, Vec<u8>); 3],
+    /// The sessions and the thread count they were made for.
+    sessions: Option<(usize, Sessions)>,
     encoder_input: [usize; 4],
     mapper_input: usize,
 }
@@ -41,8 +42,8 @@ impl<'m> OnnxRuntime<'m> {
             &variant.mapper.file,
             &variant.decoder.file,
         ]
-        .map(|file| model.bundle.read_verified(file));
-        let [encoder, mapper, decoder] = graphs;
+        .map(|file| Ok((model.bundle.path(file), model.bundle.read_verified(file)?)));
+        let [encoder, mapper, decoder]: [Result<_>; 3] = graphs;
         let size = model.bundle.manifest.encoder.input_size as usize;
         let mut engine = OnnxRuntime {
             environment,
@@ -59,6 +60,7 @@ impl<'m> OnnxRuntime<'m> {
     fn sessions(&mut self) -> Result<&mut Sessions> {
         self.sessions
             .as_mut()
+            .map(|(_, sessions)| sessions)
             .context("onnxruntime sessions not created")
     }
 }
@@ -68,22 +70,26 @@ impl Engine for OnnxRuntime<'_> {
         "onnxruntime".into()
     }
 
-    /// Sessions fix their thread pools when they are created: new ones for every count.
+    /// Sessions fix their thread pools when they are created: new ones for every other count.
     fn use_threads(&mut self, threads: usize) -> Result<()> {
+        if matches!(self.sessions, Some((made_for, _)) if made_for == threads) {
+            return Ok(());
+        }
         self.sessions = None;
-        let session = |graph: &[u8]| -> Result<Session> {
+        let session = |(path, graph): &(PathBuf, Vec<u8>)| -> Result<Session> {
             Session::builder(&self.environment)
                 .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
                 .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
                 .and_then(|mut b| b.commit_from_memory(graph))
-                .map_err(|e| anyhow!("onnxruntime cannot load a graph: {e}"))
+                .map_err(|e| anyhow!("{}: onnxruntime cannot load it: {e}", path.display()))
         };
         let [encoder, mapper, decoder] = &self.graphs;
-        self.sessions = Some(Sessions {
+        let sessions = Sessions {
             encoder: session(encoder)?,
             mapper: session(mapper)?,
             decoder: session(decoder)?,
-        });
+        };
+        self.sessions = Some((threads, sessions));
         Ok(())
     }
 
