@@ -12,10 +12,14 @@ use sha2::{Digest, Sha256};
 
 /// A copy of the fixture in a scratch folder, and a small image to caption with it.
 fn copy_fixture(name: &str) -> (PathBuf, PathBuf) {
+    copy_bundle(&common::fixture(), name)
+}
+
+fn copy_bundle(source: &Path, name: &str) -> (PathBuf, PathBuf) {
     let dir = common::scratch(name);
     let bundle = dir.join("bundle");
     fs::create_dir(&bundle).expect("create bundle folder");
-    for entry in fs::read_dir(common::fixture()).expect("read fixture") {
+    for entry in fs::read_dir(source).expect("read fixture") {
         let path = entry.expect("fixture entry").path();
         fs::copy(&path, bundle.join(path.file_name().expect("file name")))
             .expect("copy fixture file");
@@ -142,12 +146,37 @@ fn manifest_with_a_path_leaving_the_bundle() {
 fn manifest_of_another_format_version() {
     let (bundle, image) = copy_fixture("bundle_version");
     edit_manifest(&bundle, |t| {
-        t.replace("format_version = 1", "format_version = 2")
+        t.replace("format_version = 1", "format_version = 3")
     });
     assert_fails(
         &run(&bundle, &image),
         1,
-        &["bundle.toml", "format_version is 2"],
+        &[
+            "bundle.toml",
+            "format_version is 3",
+            "reads versions 1 to 2",
+        ],
+    );
+}
+
+#[test]
+fn caption_vocabulary_without_the_stop_token() {
+    let (bundle, image) = copy_bundle(
+        &common::repo().join("models/fixture-tiny-vocab"),
+        "bundle_vocab_stop",
+    );
+    let run_ok = run(&bundle, &image);
+    assert_eq!(run_ok.code, Some(0), "stderr: {}", run_ok.stderr);
+    edit_manifest(&bundle, |t| {
+        t.replace("stop_token_ids = [13]", "stop_token_ids = [0]")
+    });
+    assert_fails(
+        &run(&bundle, &image),
+        1,
+        &[
+            "bundle.toml",
+            "decoder.stop_token_ids 0 is not in the decoder's vocabulary",
+        ],
     );
 }
 

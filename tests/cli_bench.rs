@@ -5,7 +5,7 @@ mod common;
 
 use serde_json::Value;
 
-const STAGES: [&str; 8] = [
+const STAGES: [&str; 9] = [
     "preprocess",
     "encode",
     "map",
@@ -14,6 +14,7 @@ const STAGES: [&str; 8] = [
     "decoder beam step",
     "caption greedy",
     "caption beam",
+    "decode beam",
 ];
 
 #[test]
@@ -55,7 +56,7 @@ fn json_report_covers_every_stage_at_every_thread_count() {
             .iter()
             .filter_map(|s| s["samples"].as_u64())
             .collect();
-        assert_eq!(samples, [2, 2, 2, 2, 6, 6, 2, 2], "{stages:?}");
+        assert_eq!(samples, [2, 2, 2, 2, 6, 6, 2, 2, 2], "{stages:?}");
         // The int8 work on our kernels: none to preprocess; where a kernel runs on this CPU, the encoder's
         // products, and a beam step's five rows five times a token step's multiply-adds over the same weights.
         let work = |name: &str, key: &str| {

@@ -1,6 +1,7 @@
-//! The runtime against the Python reference: tests/data/fixture-goldens.json, written by
-//! `capdec-toolkit reference` from the fixture bundle (PIL preprocessing, onnxruntime graphs, the documented
-//! search). Every stage is compared, so a mismatch points at the stage that drifted.
+//! The runtime against the Python reference: the goldens `capdec-toolkit fixture` writes for its two bundles
+//! (PIL preprocessing, onnxruntime graphs, the documented search), the fixture with GPT-2's whole vocabulary
+//! (bundle format version 1) and the same model with a caption vocabulary (version 2). Every stage is compared,
+//! so a mismatch points at the stage that drifted.
 
 mod common;
 
@@ -11,10 +12,35 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tract_onnx::tract_core::tract_linalg::multithread::{Executor, multithread_tract_scope};
 
-fn goldens() -> Value {
-    let path = common::repo().join("tests/data/fixture-goldens.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("goldens are JSON")
+/// A fixture bundle and the goldens the Python reference wrote for it.
+struct Fixture {
+    bundle: &'static str,
+    goldens: &'static str,
+}
+
+const WHOLE_VOCABULARY: Fixture = Fixture {
+    bundle: "models/fixture-tiny",
+    goldens: "tests/data/fixture-goldens.json",
+};
+
+const CAPTION_VOCABULARY: Fixture = Fixture {
+    bundle: "models/fixture-tiny-vocab",
+    goldens: "tests/data/fixture-vocab-goldens.json",
+};
+
+impl Fixture {
+    fn goldens(&self) -> Value {
+        let path = common::repo().join(self.goldens);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).expect("goldens are JSON")
+    }
+
+    fn int8_bound(&self) -> f64 {
+        self.goldens()["int8_drift"]["embedding_cosine_min"]
+            .as_f64()
+            .expect("int8 drift bound")
+    }
 }
 
 fn f32s(v: &Value) -> Vec<f32> {
@@ -58,9 +84,9 @@ fn tensor_sha256(pixels: &[f32]) -> String {
 /// libjpeg-turbo under PIL, by one level on about 1% of pixels. That is checked against the 2/255 bound, and the
 /// graphs and search are then checked on PIL's own crop (tests/data/pil-crops/), because int8's dynamic
 /// quantization turns a one-level pixel change into different tokens on the random-weight fixture.
-fn check(precision: &str, min_cosine: f64) {
-    let goldens = goldens();
-    let bundle = Bundle::open(&common::fixture()).expect("fixture bundle opens");
+fn check(fixture: &Fixture, precision: &str, min_cosine: f64) {
+    let goldens = fixture.goldens();
+    let bundle = Bundle::open(&common::repo().join(fixture.bundle)).expect("fixture bundle opens");
     let captioner = Captioner::load(&bundle, Some(precision)).expect("fixture loads");
     let std = bundle.manifest.encoder.std;
     let images = goldens["precisions"][precision]
@@ -165,12 +191,14 @@ fn check(precision: &str, min_cosine: f64) {
             config.beam_size = beam_size;
             let hyp = captioner.decode(&prefix, &config).expect("decodes");
             let text = captioner.text(&hyp.tokens);
+            let tokens = captioner.token_ids(&hyp.tokens);
             let want = u32s(&g[kind]["tokens"]);
-            if hyp.tokens != want || text != g[kind]["text"].as_str().expect("text") {
-                let first = hyp.tokens.iter().zip(&want).position(|(a, b)| a != b);
+            if tokens != want || text != g[kind]["text"].as_str().expect("text") {
+                let first = tokens.iter().zip(&want).position(|(a, b)| a != b);
                 failures.push(format!(
-                    "{precision} {name} {kind}: tokens differ from position {first:?}\n  got  {:?}\n  want {want:?}",
-                    hyp.tokens
+                    "{} {precision} {name} {kind}: tokens differ from position {first:?}\n  got  {tokens:?}\n  \
+                     want {want:?}",
+                    fixture.bundle
                 ));
             }
             if kind == "beam" {
@@ -191,25 +219,27 @@ fn check(precision: &str, min_cosine: f64) {
 
 #[test]
 fn fp32_matches_the_python_reference() {
-    check("fp32", 0.9999);
-}
-
-fn int8_bound() -> f64 {
-    goldens()["int8_drift"]["embedding_cosine_min"]
-        .as_f64()
-        .expect("int8 drift bound")
+    check(&WHOLE_VOCABULARY, "fp32", 0.9999);
 }
 
 #[test]
 fn int8_matches_the_python_reference() {
-    check("int8", int8_bound());
+    check(&WHOLE_VOCABULARY, "int8", WHOLE_VOCABULARY.int8_bound());
+}
+
+#[test]
+fn a_caption_vocabulary_matches_the_python_reference() {
+    check(&CAPTION_VOCABULARY, "fp32", 0.9999);
+    check(&CAPTION_VOCABULARY, "int8", CAPTION_VOCABULARY.int8_bound());
 }
 
 /// On two threads tract splits its products by tiles and ours by columns, never a sum: the same numbers.
 #[test]
 fn both_precisions_match_the_python_reference_on_two_threads() {
     multithread_tract_scope(Executor::multithread(2), || {
-        check("fp32", 0.9999);
-        check("int8", int8_bound());
+        for fixture in [&WHOLE_VOCABULARY, &CAPTION_VOCABULARY] {
+            check(fixture, "fp32", 0.9999);
+            check(fixture, "int8", fixture.int8_bound());
+        }
     });
 }

@@ -134,6 +134,10 @@ pub fn run(model: &Path, image: &RgbImage, options: &BenchOptions) -> Result<Ben
                 sample(|| caption(engine, captioner, image, search))
             })?);
         }
+        // The part of a caption that the decoder's size and vocabulary decide, search included.
+        stages.push(timed_stage(options, "decode beam", &mut || {
+            sample(|| decode(engine, captioner, &prefix, &beam))
+        })?);
         per_threads.push(ThreadReport { threads, stages });
     }
     // tract's executor is process-wide: back to one thread for whoever runs next.
@@ -226,7 +230,17 @@ fn caption(
 ) -> Result<(Vec<u32>, String)> {
     let embedding = engine.embed(captioner.preprocess(image))?;
     let prefix = engine.prefix(embedding)?;
-    let (mut session, first) = engine.start_decoding(&prefix)?;
+    decode(engine, captioner, &prefix, config)
+}
+
+/// A caption's decoding from the mapper's prefix: the decoder's calls, the search and the text.
+fn decode(
+    engine: &mut dyn Engine,
+    captioner: &Captioner,
+    prefix: &[f32],
+    config: &SearchConfig,
+) -> Result<(Vec<u32>, String)> {
+    let (mut session, first) = engine.start_decoding(prefix)?;
     let hypothesis = search::search(&first, session.as_mut(), config)?;
     let text = captioner.text(&hypothesis.tokens);
     Ok((hypothesis.tokens, text))
@@ -237,8 +251,8 @@ fn fixed_length(captioner: &Captioner, beam_size: usize, tokens: usize) -> Searc
     SearchConfig {
         beam_size,
         max_tokens: tokens,
-        stop_token_ids: Vec::new(),
-        end_of_text_id: u32::MAX,
+        stop_rows: Vec::new(),
+        end_of_text_row: u32::MAX,
         ..captioner.search_config().clone()
     }
 }

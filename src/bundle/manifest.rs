@@ -7,7 +7,8 @@ use std::path::{Component, Path};
 use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest version this runtime reads; it reads every older one too (docs/bundle-format.md, "Versions").
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +78,9 @@ pub struct DecoderSpec {
     pub end_of_text_id: u32,
     pub stop_token_ids: Vec<u32>,
     pub max_tokens: usize,
+    /// The caption vocabulary (version 2): the GPT-2 id of every decoder row, `vocab_size` little-endian u32s,
+    /// ascending. Without it row `i` is GPT-2 id `i`.
+    pub token_ids: Option<String>,
     pub token_embeddings: TokenEmbeddingsSpec,
 }
 
@@ -172,6 +176,9 @@ impl Manifest {
     /// Every path the manifest names outside `[[files]]`, with where it is named.
     fn named_files(&self) -> Vec<(String, &str)> {
         let mut named = vec![("tokenizer.vocab".to_string(), self.tokenizer.vocab.as_str())];
+        if let Some(ids) = &self.decoder.token_ids {
+            named.push(("decoder.token_ids".to_string(), ids));
+        }
         for (name, v) in &self.variants {
             named.push((format!("variants.{name}.encoder"), &v.encoder.file));
             named.push((format!("variants.{name}.mapper"), &v.mapper.file));
@@ -186,9 +193,13 @@ impl Manifest {
 
     pub(super) fn validate(&self) -> Result<()> {
         ensure!(
-            self.format_version == FORMAT_VERSION,
-            "format_version is {}, this runtime reads version {FORMAT_VERSION}",
+            (1..=FORMAT_VERSION).contains(&self.format_version),
+            "format_version is {}, this runtime reads versions 1 to {FORMAT_VERSION}",
             self.format_version
+        );
+        ensure!(
+            self.decoder.token_ids.is_none() || self.format_version >= 2,
+            "decoder.token_ids needs format_version = 2"
         );
         ensure!(
             self.variants.contains_key(&self.default_precision),
@@ -258,21 +269,25 @@ impl Manifest {
             m.output_size,
             d.width
         );
-        ensure!(
-            (d.end_of_text_id as usize) < d.vocab_size,
-            "decoder.end_of_text_id {} is outside the vocabulary ({} tokens)",
-            d.end_of_text_id,
-            d.vocab_size
-        );
-        if let Some(id) = d
-            .stop_token_ids
-            .iter()
-            .find(|&&id| id as usize >= d.vocab_size)
-        {
-            bail!(
-                "decoder.stop_token_ids: {id} is outside the vocabulary ({} tokens)",
+        ensure!(d.vocab_size > 0, "decoder.vocab_size must be positive");
+        // With a caption vocabulary the ids are GPT-2's, checked against its file when it is read.
+        if d.token_ids.is_none() {
+            ensure!(
+                (d.end_of_text_id as usize) < d.vocab_size,
+                "decoder.end_of_text_id {} is outside the vocabulary ({} tokens)",
+                d.end_of_text_id,
                 d.vocab_size
             );
+            if let Some(id) = d
+                .stop_token_ids
+                .iter()
+                .find(|&&id| id as usize >= d.vocab_size)
+            {
+                bail!(
+                    "decoder.stop_token_ids: {id} is outside the vocabulary ({} tokens)",
+                    d.vocab_size
+                );
+            }
         }
         ensure!(d.max_tokens > 0, "decoder.max_tokens must be positive");
         ensure!(
@@ -407,13 +422,43 @@ token_embeddings = { file = "t.bin", dtype = "f32" }
         let text = format!("{MANIFEST_TEXT}{}", all_files());
         let err = parse(&text.replace("beam_size = 2", "beam_size = \"two\"")).unwrap_err();
         assert!(format!("{err:#}").contains("beam_size"), "{err:#}");
-        let err = parse(&text.replace("format_version = 1", "format_version = 2")).unwrap_err();
+        let err = parse(&text.replace("format_version = 1", "format_version = 3")).unwrap_err();
         assert!(
-            format!("{err:#}").contains("format_version is 2"),
+            format!("{err:#}").contains("format_version is 3, this runtime reads versions 1 to 2"),
             "{err:#}"
         );
         let err = parse(&text.replace("\"bicubic\"", "\"bilinear\"")).unwrap_err();
         assert!(format!("{err:#}").contains("bilinear"), "{err:#}");
+    }
+
+    #[test]
+    fn a_caption_vocabulary_needs_version_2_and_a_listed_file() {
+        let text = format!(
+            "{MANIFEST_TEXT}{}",
+            files(&[
+                "e.onnx",
+                "m.onnx",
+                "d.onnx",
+                "t.bin",
+                "vocab.tiktoken",
+                "ids.u32"
+            ])
+        )
+        .replace("max_tokens = 5", "max_tokens = 5\ntoken_ids = \"ids.u32\"")
+        .replace("end_of_text_id = 9", "end_of_text_id = 50256");
+        let err = parse(&text).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("decoder.token_ids needs format_version = 2"),
+            "{err:#}"
+        );
+        let text = text.replace("format_version = 1", "format_version = 2");
+        let m = parse(&text).unwrap();
+        assert_eq!(m.decoder.token_ids.as_deref(), Some("ids.u32"));
+        let err = parse(&text.replace("path = \"ids.u32\"", "path = \"other.u32\"")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("decoder.token_ids = `ids.u32` is not listed in [[files]]"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -10,14 +10,14 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 pub use crate::runtime::{available_cores, use_threads};
 
-use crate::bundle::{self, Bundle, DecoderSpec, TableDtype, Variant};
+use crate::bundle::{self, Bundle, DecoderSpec, MANIFEST, TableDtype, Variant};
 use crate::caption::decoder::{Decoder, DecoderShape, Session};
 use crate::caption::embeddings::TokenEmbeddings;
 use crate::caption::encoder::Encoder;
 use crate::caption::mapper::Mapper;
 use crate::caption::preprocess::Preprocessor;
 use crate::caption::search::{self, Hypothesis, SearchConfig};
-use crate::caption::tokenizer::Tokenizer;
+use crate::caption::tokenizer::{Tokenizer, parse_token_ids};
 
 pub struct Captioner {
     precision: String,
@@ -36,6 +36,7 @@ pub struct Captioner {
 #[derive(Debug, Clone)]
 pub struct Caption {
     pub text: String,
+    /// GPT-2 ids.
     pub tokens: Vec<u32>,
     pub mean_log_prob: f64,
     pub timings: Timings,
@@ -166,21 +167,47 @@ impl Captioner {
         let precision = precision.unwrap_or(&m.default_precision).to_string();
         let variant = bundle.variant(&precision)?;
 
+        let d = &m.decoder;
+        let token_ids = match &d.token_ids {
+            None => None,
+            Some(file) => Some(
+                parse_token_ids(&bundle.read_verified(file)?, d.vocab_size).with_context(|| {
+                    format!(
+                        "{}: invalid caption vocabulary",
+                        bundle.path(file).display()
+                    )
+                })?,
+            ),
+        };
         let vocab_path = bundle.path(&m.tokenizer.vocab);
         let vocab = bundle.read_verified(&m.tokenizer.vocab)?;
         let vocab = String::from_utf8(vocab)
             .with_context(|| format!("{}: not UTF-8 text", vocab_path.display()))?;
-        let tokenizer = Tokenizer::from_tiktoken(&vocab, m.decoder.end_of_text_id)
+        let tokenizer = Tokenizer::from_tiktoken(&vocab, d.end_of_text_id, token_ids)
             .with_context(|| format!("{}: invalid tiktoken vocabulary", vocab_path.display()))?;
         ensure!(
-            tokenizer.vocab_size() == m.decoder.vocab_size,
+            tokenizer.rows() == d.vocab_size,
             "{}: vocabulary has {} tokens, the manifest's decoder.vocab_size is {}",
             vocab_path.display(),
-            tokenizer.vocab_size(),
-            m.decoder.vocab_size
+            tokenizer.rows(),
+            d.vocab_size
         );
+        // The search works in decoder rows; the manifest names GPT-2 ids.
+        let row_of = |id: u32, key: &str| {
+            tokenizer.row_of(id).with_context(|| {
+                format!(
+                    "{}: decoder.{key} {id} is not in the decoder's vocabulary",
+                    bundle.path(MANIFEST).display()
+                )
+            })
+        };
+        let end_of_text_row = row_of(d.end_of_text_id, "end_of_text_id")?;
+        let stop_rows = d
+            .stop_token_ids
+            .iter()
+            .map(|&id| row_of(id, "stop_token_ids"))
+            .collect::<Result<Vec<_>>>()?;
 
-        let d = &m.decoder;
         let e = &m.encoder;
         // Loading a graph briefly holds about twice its weights (the file's bytes or its decoded protobuf, and
         // tract's tensors) on top of what is already resident, so the largest goes first (BENCHMARKS.md,
@@ -254,8 +281,8 @@ impl Captioner {
                 beam_size: m.decoding.beam_size,
                 length_normalized: m.decoding.length_normalized,
                 max_tokens: d.max_tokens,
-                stop_token_ids: d.stop_token_ids.clone(),
-                end_of_text_id: d.end_of_text_id,
+                stop_rows,
+                end_of_text_row,
             },
             max_tokens_limit: d.max_positions - m.mapper.prefix_length,
         })
@@ -306,7 +333,7 @@ impl Captioner {
         Ok(Caption {
             text: self.text(&hypothesis.tokens),
             mean_log_prob: hypothesis.mean_log_prob(),
-            tokens: hypothesis.tokens,
+            tokens: self.token_ids(&hypothesis.tokens),
             timings,
         })
     }
@@ -375,8 +402,14 @@ impl Captioner {
         self.decoder.start(prefix)
     }
 
-    pub fn text(&self, tokens: &[u32]) -> String {
-        let text = self.tokenizer.decode(tokens);
+    /// The GPT-2 ids of a hypothesis's decoder rows.
+    pub fn token_ids(&self, rows: &[u32]) -> Vec<u32> {
+        self.tokenizer.ids(rows)
+    }
+
+    /// The text of a hypothesis's decoder rows.
+    pub fn text(&self, rows: &[u32]) -> String {
+        let text = self.tokenizer.decode(rows);
         let text = text.trim();
         if self.lowercase {
             text.to_lowercase()

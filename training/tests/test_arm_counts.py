@@ -48,7 +48,7 @@ def test_stages_are_counted_between_their_marks() -> None:
                "int8_multiply_adds": work.get(name, (0.0, 0.0))[0], "int8_weights": work.get(name, (0.0, 0.0))[1]}
               for name, _ in STAGES]
     # Samples in the order of STAGES; the token step has two, 50 and 70.
-    spans = [10, 1000, 20, 30, 50, 70, 40, 80, 90]
+    spans = [10, 1000, 20, 30, 50, 70, 40, 80, 90, 60]
     marks, total = [], 0
     for span in spans:
         marks += [total, total + span]
@@ -58,6 +58,7 @@ def test_stages_are_counted_between_their_marks() -> None:
     assert by_name["encode"] == 1000
     assert by_name["decoder token step"] == 60
     assert by_name["caption beam"] == 90
+    assert by_name["decode beam"] == 60
     # One SDOT per 16 multiply-adds and one load per 16 weights (or 32, with ldp); without the dot product 4 per 16.
     encode, token_step = counts[1], counts[4]
     assert minimum(encode, "SDOT") == 3200 / 16 + 64 / 16
@@ -68,7 +69,7 @@ def test_stages_are_counted_between_their_marks() -> None:
 def test_marks_that_do_not_match_the_samples_are_refused() -> None:
     stages = [{"stage": name, "samples": 1, "int8_multiply_adds": 0.0, "int8_weights": 0.0}
               for name, _ in STAGES]
-    with pytest.raises(SystemExit, match="3 marks for 16"):
+    with pytest.raises(SystemExit, match="3 marks for 18"):
         stage_counts({"threads": [{"threads": 1, "stages": stages}]}, [1, 2, 3])
 
 
@@ -76,8 +77,8 @@ def test_the_window_opens_at_the_last_sample_of_its_stage() -> None:
     # preprocess, encode, map, prefix step: one sample each; then 4 token steps.
     assert window("encode", tokens=4) == 2
     assert window("decoder token step", tokens=4) == 2 * 7
-    with pytest.raises(SystemExit, match="no stage `decode`"):
-        window("decode", tokens=4)
+    with pytest.raises(SystemExit, match="no stage `decoding`"):
+        window("decoding", tokens=4)
 
 
 def test_a_check_names_every_stage_off_its_record_or_over_tracts() -> None:

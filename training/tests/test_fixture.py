@@ -60,20 +60,24 @@ def test_goldens_comparison_is_exact_for_integers_and_strings_and_tolerant_for_s
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fixture")
-    build_fixture(out / "fixture-tiny", out / "goldens.json", out / "images")
+    build_fixture(out / "fixture-tiny", out / "goldens.json", out / "images", out / "fixture-tiny-vocab",
+                  out / "vocab-goldens.json")
     return out
 
 
 def test_fixture_bundle_and_images_regenerate_bit_for_bit(regenerated: Path) -> None:
-    committed = REPO / "models" / "fixture-tiny"
-    assert (regenerated / "fixture-tiny" / "bundle.toml").read_text() == (committed / "bundle.toml").read_text()
-    Bundle.open(committed)  # every committed file matches the hashes
+    for name in ("fixture-tiny", "fixture-tiny-vocab"):
+        committed = REPO / "models" / name
+        assert (regenerated / name / "bundle.toml").read_text() == (committed / "bundle.toml").read_text()
+        Bundle.open(committed)  # every committed file matches the hashes
     for folder in ("images", "pil-crops"):
         for image in (regenerated / folder).iterdir():
             assert image.read_bytes() == (REPO / "tests" / "data" / folder / image.name).read_bytes()
 
 
-def test_fixture_goldens_regenerate_on_this_cpu(regenerated: Path) -> None:
-    committed = json.loads((REPO / "tests" / "data" / "fixture-goldens.json").read_text())
-    found = differences(committed, json.loads((regenerated / "goldens.json").read_text()))
+@pytest.mark.parametrize(("committed_name", "regenerated_name"),
+                         [("fixture-goldens.json", "goldens.json"), ("fixture-vocab-goldens.json", "vocab-goldens.json")])
+def test_fixture_goldens_regenerate_on_this_cpu(regenerated: Path, committed_name: str, regenerated_name: str) -> None:
+    committed = json.loads((REPO / "tests" / "data" / committed_name).read_text())
+    found = differences(committed, json.loads((regenerated / regenerated_name).read_text()))
     assert found == [], "\n".join(found)

@@ -1,5 +1,7 @@
 //! Greedy and beam search exactly as docs/bundle-format.md ("Decoding") defines them, so the token ids can be
 //! compared one for one with the Python reference. Pure: the model is anything that turns tokens into logits.
+//! A token here is a decoder row (an index of the logits and of the token table): a GPT-2 id only where the
+//! bundle keeps all of GPT-2's vocabulary; the captioner maps rows to ids.
 
 use std::cmp::Ordering;
 
@@ -14,14 +16,14 @@ pub struct SearchConfig {
     pub beam_size: usize,
     pub length_normalized: bool,
     pub max_tokens: usize,
-    pub stop_token_ids: Vec<u32>,
-    pub end_of_text_id: u32,
+    pub stop_rows: Vec<u32>,
+    pub end_of_text_row: u32,
 }
 
 impl SearchConfig {
     /// Stop and end-of-text tokens both end a caption; only the text leaves end-of-text out.
     fn ends(&self, token: u32) -> bool {
-        token == self.end_of_text_id || self.stop_token_ids.contains(&token)
+        token == self.end_of_text_row || self.stop_rows.contains(&token)
     }
 }
 
@@ -280,8 +282,8 @@ mod tests {
             beam_size,
             length_normalized: true,
             max_tokens,
-            stop_token_ids: vec![1],
-            end_of_text_id: 0,
+            stop_rows: vec![1],
+            end_of_text_row: 0,
         }
     }
 

@@ -42,7 +42,14 @@ def cmd_export(args: argparse.Namespace) -> None:
     name = args.name or args.out.name
     description = args.description or f"CLIP {args.clip} + CapDec checkpoint {args.checkpoint.name}"
     precisions = tuple(args.precisions.split(","))
-    options = ExportOptions(name, description, args.max_tokens, args.beam, precisions)
+    token_ids = None
+    if args.vocabulary:
+        from .export.vocabulary import corpus_token_ids
+        from .reference.tokenizer import END_OF_TEXT_ID, PERIOD_ID
+
+        token_ids = tuple(corpus_token_ids(args.vocabulary, [END_OF_TEXT_ID, PERIOD_ID]))
+        print(f"caption vocabulary: {len(token_ids)} GPT-2 tokens from {args.vocabulary}")
+    options = ExportOptions(name, description, args.max_tokens, args.beam, precisions, token_ids)
     bundle = export_bundle(clip, model, args.out, options)
     print(f"wrote bundle {args.out}")
     images = args.images or _sample_photographs()
@@ -143,7 +150,7 @@ def cmd_reference(args: argparse.Namespace) -> None:
 def cmd_fixture(args: argparse.Namespace) -> None:
     from .parity.fixture import build_fixture
 
-    print(build_fixture(args.out, args.goldens, args.images))
+    print(build_fixture(args.out, args.goldens, args.images, args.vocab_out, args.vocab_goldens))
 
 
 def cmd_metric_goldens(args: argparse.Namespace) -> None:
@@ -162,6 +169,10 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(value) for value in text.split(","))
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(value) for value in text.split(","))
+
+
 def demo_options(args: argparse.Namespace) -> DemoOptions:
     """The demo recipe, `DemoOptions`' defaults, with each option the command line gives in its place. The parser
     leaves these options None rather than repeating the recipe's values, which it cannot import without torch."""
@@ -178,6 +189,8 @@ def demo_options(args: argparse.Namespace) -> DemoOptions:
         decoder_captions=_given(args.decoder_captions, recipe.decoder_captions),
         eval_scenes=_given(args.eval_scenes, recipe.eval_scenes),
         variances=_given(args.variances, recipe.variances),
+        student_layers=_given(args.student_layers, recipe.student_layers),
+        capdec=args.capdec,
         clip=replace(recipe.clip, steps=_given(args.clip_steps, recipe.clip.steps), seed=seed),
         decoder=replace(
             recipe.decoder,
@@ -277,6 +290,8 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--beam", type=int, default=5)
     export.add_argument("--precisions", default="fp32,int8")
     export.add_argument("--images", nargs="*", type=Path, help="images for the int8 drift report")
+    export.add_argument("--vocabulary", type=Path, metavar="CORPUS",
+                        help="keep only the GPT-2 tokens these captions use (one a line; bundle format version 2)")
     export.set_defaults(run=cmd_export)
 
     trainer = commands.add_parser("train", help="CapDec text-only training on a caption corpus")
@@ -330,10 +345,13 @@ def parser() -> argparse.ArgumentParser:
     reference.add_argument("--out", required=True, type=Path)
     reference.set_defaults(run=cmd_reference)
 
-    fixture = commands.add_parser("fixture", help="regenerate models/fixture-tiny and its goldens")
+    fixture = commands.add_parser("fixture", help="regenerate models/fixture-tiny(-vocab) and their goldens")
     fixture.add_argument("--out", type=Path, default=Path("models/fixture-tiny"))
     fixture.add_argument("--goldens", type=Path, default=Path("tests/data/fixture-goldens.json"))
     fixture.add_argument("--images", type=Path, default=Path("tests/data/images"))
+    fixture.add_argument("--vocab-out", type=Path, default=Path("models/fixture-tiny-vocab"),
+                         help="the same model with a caption vocabulary (bundle format version 2)")
+    fixture.add_argument("--vocab-goldens", type=Path, default=Path("tests/data/fixture-vocab-goldens.json"))
     fixture.set_defaults(run=cmd_fixture)
 
     goldens = commands.add_parser("metric-goldens", help="write the caption metrics' goldens for the Rust port")
@@ -358,6 +376,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--decoder-epochs", type=int)
     demo.add_argument("--variances", type=_floats, help="the noise ablation, comma-separated")
     demo.add_argument("--mapper", choices=("mlp", "transformer"))
+    demo.add_argument("--student-layers", type=_ints, help="distilled students' layers, comma-separated")
+    demo.add_argument("--capdec", type=Path, help="the capdec binary that times the decoders (default: this "
+                      "repository's release build, made first)")
     demo.set_defaults(run=cmd_demo)
 
     realsize = commands.add_parser("realsize", help="generate and check the real-size random bundles")

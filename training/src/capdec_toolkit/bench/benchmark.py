@@ -36,6 +36,7 @@ STAGES = (
     "decoder beam step",
     "caption greedy",
     "caption beam",
+    "decode beam",
 )
 
 
@@ -106,6 +107,8 @@ def onnxruntime_stages(
         "decoder beam step": lambda: token_steps(settings.beam_size),
         "caption greedy": lambda: _timed(lambda: caption(1)),
         "caption beam": lambda: _timed(lambda: caption(settings.beam_size)),
+        "decode beam": lambda: _timed(lambda: captioner.caption(embedded.prefix,
+                                                                fixed_length(settings, settings.beam_size))),
     }
     return {stage: _repeat(settings, work[stage]) for stage in STAGES}
 

@@ -20,6 +20,7 @@ from ..models.gpt2 import Gpt2Config
 from ..models.mapper import MapperConfig
 from ..models.seeded import reseed_
 from ..reference.bundle import Bundle, BundleError
+from ..reference.tokenizer import END_OF_TEXT_ID, PERIOD_ID
 
 GPT2 = Gpt2Config(layers=12, heads=12, width=768, vocab_size=50257, max_positions=1024)
 DISTILGPT2 = Gpt2Config(layers=6, heads=12, width=768, vocab_size=50257, max_positions=1024)
@@ -32,6 +33,15 @@ class RealSize:
     mapper: MapperConfig
     gpt: Gpt2Config
     description: str
+    caption_vocabulary: int | None = None
+    """Keep this many GPT-2 tokens (`first_token_ids`); None keeps all."""
+
+
+def first_token_ids(count: int) -> list[int]:
+    """A caption vocabulary for random weights, which use no tokens of their own: GPT-2's first `count - 1` ids (the
+    256 bytes, then BPE merges in the order they were learnt, the most frequent pairs first, so the common words),
+    "." among them, and end-of-text."""
+    return sorted(set(range(count - 1)) | {PERIOD_ID, END_OF_TEXT_ID})
 
 
 CONFIGS = {
@@ -50,6 +60,15 @@ CONFIGS = {
             MapperConfig("mlp", 512, 768, prefix_length=10),
             DISTILGPT2,
             "(b) CLIP ViT-B/32 + MLP mapper (prefix 10) + 6-layer distilled GPT-2",
+        ),
+        RealSize(
+            "vitb32-mlp-distilgpt2-vocab12k",
+            "vit-b-32",
+            MapperConfig("mlp", 512, 768, prefix_length=10),
+            DISTILGPT2,
+            "(b) with a caption vocabulary of 12,000 tokens (the size of COCO's): GPT-2's first 11,999 ids and "
+            "end-of-text",
+            caption_vocabulary=12000,
         ),
         RealSize(
             "rn50x4-transformer-gpt2",
@@ -105,8 +124,10 @@ def generate(config: RealSize, out: Path, seed: int = 0) -> Bundle:
     reseed_(capdec, seed + 1)
     save_checkpoint(capdec, checkpoint)
     description = f"Random weights, real size, for benchmarks only: {config.description}."
+    token_ids = None if config.caption_vocabulary is None else tuple(first_token_ids(config.caption_vocabulary))
     return export_bundle(
-        load_clip(str(clip_folder)), load_checkpoint(checkpoint), out, ExportOptions(config.name, description)
+        load_clip(str(clip_folder)), load_checkpoint(checkpoint), out,
+        ExportOptions(config.name, description, token_ids=token_ids),
     )
 
 

@@ -2,15 +2,19 @@
 
 A rendered world of shapes stands in for photographs, a small CLIP trained on it stands in for pretrained CLIP, and
 CapDec is trained on top from caption text only, once per noise variance of the paper's ablation. Every decoder is
-evaluated through its exported int8 bundle on held-out scenes; the best one becomes the default bundle.
+evaluated through its exported int8 bundle on held-out scenes. The best one teaches distilled students of fewer
+layers; each decoder is exported with GPT-2's whole vocabulary and with the caption vocabulary of its text corpus,
+and the smallest bundle that keeps the quality bars becomes the default.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,16 +25,20 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers.utils import logging as transformers_logging
 
+from ..bench.benchmark import BenchSettings, tract_report
 from ..export.export import ExportOptions, drift_report, export_bundle
+from ..export.vocabulary import corpus_token_ids
 from ..models.checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
 from ..models.clip_models import Clip, load_clip
+from ..models.distill import DistillOptions, distill, make_student
 from ..models.gpt2 import Gpt2Config
 from ..models.mapper import MapperConfig, MapperKind
 from ..models.train import TrainOptions, train
 from ..reference.bundle import Bundle
 from ..reference.metrics import score_captions
 from ..reference.reference import OrtCaptioner
-from .demo_report import AblationRow, DemoReport, ProbeReport, render_markdown
+from ..reference.tokenizer import END_OF_TEXT_ID, PERIOD_ID
+from .demo_report import AblationRow, DecoderRow, DemoReport, ProbeReport, render_markdown
 from .scene_render import render
 from .scene_world import (
     COLOURS,
@@ -63,6 +71,13 @@ DEMO_CLIP = SmallClipOptions(image_size=32, patch_size=4, layers=6, steps=4500, 
 # 15 s of rendering and no step: 92% against 89% in the sweep above (6 layers, 4500 steps; single objects 100 / 75%).
 DEMO_TRAIN_SCENES = 40000
 MAX_TOKENS = 40
+REPO = Path(__file__).resolve().parents[4]
+# The quality bars the default bundle keeps against the best (teacher) decoder.
+MIN_MAIN_OBJECT = 0.9
+MAX_CIDER_D_LOSS = 0.05  # CIDEr-D as a fraction: 5 points on the page
+# `capdec bench` of every decoder's bundle: a beam-5 caption of this many tokens (the demo's captions have 10 to
+# 20), int8, one thread.
+DECODE_BENCH = BenchSettings(runs=10, warmup=2, tokens=16, beam_size=5, threads=(1,))
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,11 @@ class DemoOptions:
     variances: tuple[float, ...] = PAPER_VARIANCES
     clip: SmallClipOptions = DEMO_CLIP
     decoder: DecoderOptions = field(default_factory=DecoderOptions)
+    # Distilled from the best decoder of the ablation, every other block (DistilGPT-2's recipe), the mapper copied,
+    # with the teacher's training budget.
+    student_layers: tuple[int, ...] = (2, 1)
+    capdec: Path | None = None
+    """The `capdec` binary that times each decoder; None: this repository's release build, built first."""
 
 
 class _Clock:
@@ -147,16 +167,106 @@ def _new_decoder(clip: Clip, options: DecoderOptions, seed: int) -> CapDecModel:
     return CapDecModel(CapDecConfig(mapper, gpt))
 
 
-def _description(options: DemoOptions, variance: float) -> str:
+def _description(options: DemoOptions, variance: float, layers: int, vocabulary: int | None = None) -> str:
     clip, decoder = options.clip, options.decoder
+    trained = (
+        f"CapDec ({decoder.mapper} mapper, {decoder.layers}-layer GPT-2 of width {decoder.width}) trained on caption "
+        f"text only with noise variance {variance}"
+    )
+    if layers != decoder.layers:
+        trained += f", then distilled into a {layers}-layer GPT-2 on the same text"
+    words = "the real GPT-2 vocabulary" if vocabulary is None else f"a caption vocabulary of {vocabulary} GPT-2 tokens"
     return (
         f"capdec-edge demo model: captions rendered scenes of coloured shapes, not photographs. Trained from scratch "
         f"by `capdec-toolkit demo` on this project's rendered world: a small CLIP (ViT {clip.image_size} px / patch "
         f"{clip.patch_size}, width {clip.width}, {clip.layers} layers, {clip.embedding_size}-d) trained "
-        f"contrastively on {options.train_scenes} scenes, then CapDec ({decoder.mapper} mapper, {decoder.layers}-layer "
-        f"GPT-2 of width {decoder.width}, the real GPT-2 vocabulary) trained on caption text only with noise "
-        f"variance {variance}. See docs/demo-model.md."
+        f"contrastively on {options.train_scenes} scenes, then {trained}; {words}. See docs/demo-model.md."
     )
+
+
+def _capdec_binary(given: Path | None) -> Path:
+    """The binary that times the decoders: the one given, or this repository's release build, made up to date
+    (cargo returns at once when it is)."""
+    if given is not None:
+        if not given.is_file():
+            raise FileNotFoundError(f"{given}: no capdec binary")
+        return given
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "capdec"], cwd=REPO, check=True)
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+    return (target if target.is_absolute() else REPO / target) / "release" / "capdec"
+
+
+def _decode_ms(capdec: Path, bundle: Bundle, image: Path) -> float:
+    """Milliseconds of a caption's decoding from the mapper's prefix, search included (`capdec bench`'s `decode
+    beam`), int8, one thread."""
+    stages = tract_report(capdec, bundle, "int8", image, DECODE_BENCH)["threads"][0]["stages"]
+    return float(next(stage["median_ms"] for stage in stages if stage["stage"] == "decode beam"))
+
+
+@dataclass
+class _Candidate:
+    row: DecoderRow
+    folder: Path
+    captions: list[str]
+
+
+def _decoders(
+    options: DemoOptions, clip: Clip, corpus: list[str], best: AblationRow, eval_images: list[Path],
+    eval_scenes: list[Scene], clock: _Clock,
+) -> list[_Candidate]:
+    """The teacher (the ablation's best decoder) and its distilled students, each exported with GPT-2's whole
+    vocabulary and with the corpus's caption vocabulary, each scored on the held-out scenes and timed."""
+    work = options.work
+    capdec = _capdec_binary(options.capdec)
+    corpus_file = work / "decoder-corpus.txt"
+    corpus_file.write_text("\n".join(corpus) + "\n")
+    token_ids = tuple(corpus_token_ids(corpus_file, [END_OF_TEXT_ID, PERIOD_ID]))
+    teacher = load_checkpoint(work / f"var-{best.variance}" / "demo_prefix-000.pt")
+    models = [("teacher", teacher)]
+    for layers in options.student_layers:
+        training = replace(options.decoder.training, noise_variance=best.variance, seed=options.seed)
+        student_options = DistillOptions(layers, training=training)
+        student = make_student(teacher, student_options)
+        distill(clip, teacher, student, corpus, student_options,
+                lambda epoch, step, loss, kl: clock.log(f"{layers}-layer student step {step} loss {loss:.3f} KL "
+                                                        f"{kl:.3f}") if step % 200 == 0 else None)
+        save_checkpoint(student, work / f"student-{layers}" / "demo_prefix-000.pt")
+        models.append((f"{layers}-layer student", student))
+        clock.done(f"distil {layers} layers")
+
+    candidates: list[_Candidate] = []
+    for name, model in models:
+        layers = model.config.gpt.layers
+        whole: _Candidate | None = None
+        for ids in (None, token_ids):
+            kind = "whole" if ids is None else "caption"
+            folder = work / "decoders" / f"{layers}-layers-{kind}"
+            description = _description(options, best.variance, layers, None if ids is None else len(ids))
+            bundle = export_bundle(clip, model, folder, ExportOptions("demo", description, MAX_TOKENS, token_ids=ids))
+            generated = _caption_all(bundle, eval_images)
+            scored = _score(best.variance, generated, eval_scenes)
+            row = DecoderRow(
+                name=name, layers=layers, vocabulary=bundle.manifest["decoder"]["vocab_size"],
+                bundle_bytes=_bundle_bytes(folder), decode_ms=_decode_ms(capdec, bundle, eval_images[0]),
+                scores=scored.scores, main_object_accuracy=scored.main_object_accuracy,
+                identical_to_whole=None if whole is None else sum(
+                    a == b for a, b in zip(whole.captions, generated)),
+            )
+            candidate = _Candidate(row, folder, generated)
+            whole = whole or candidate
+            candidates.append(candidate)
+            clock.log(f"{name}, {kind} vocabulary: {row}")
+    clock.done("decoders")
+    return candidates
+
+
+def choose_default(rows: list[DecoderRow]) -> DecoderRow:
+    """The smallest bundle that names the main object right in at least 90% of the held-out scenes with a CIDEr-D
+    within 5 points of the teacher's (the first row), fewer layers first among equals; the teacher if none does."""
+    teacher = rows[0]
+    keeps = [row for row in rows if row.main_object_accuracy >= MIN_MAIN_OBJECT
+             and row.scores.cider_d >= teacher.scores.cider_d - MAX_CIDER_D_LOSS]
+    return min(keeps, key=lambda row: (row.bundle_bytes, row.layers)) if keeps else teacher
 
 
 def _caption_all(bundle: Bundle, images: list[Path]) -> list[str]:
@@ -242,18 +352,22 @@ def run_demo(options: DemoOptions) -> DemoReport:
         checkpoint = work / f"var-{variance}" / "demo_prefix-000.pt"
         save_checkpoint(decoder, checkpoint)
         bundle = export_bundle(clip, decoder, work / f"var-{variance}" / "bundle",
-                               ExportOptions("demo", _description(options, variance), MAX_TOKENS, precisions=("int8",)))
+                               ExportOptions("demo", _description(options, variance, options.decoder.layers), MAX_TOKENS,
+                                             precisions=("int8",)))
         row, samples[variance] = _evaluate(variance, bundle, eval_images, eval_scenes)
         rows.append(row)
         clock.done(f"decoder variance {variance}")
         clock.log(f"variance {variance}: {row}")
 
     best = max(rows, key=lambda row: row.scores.cider_d)
-    best_model = load_checkpoint(work / f"var-{best.variance}" / "demo_prefix-000.pt")
+    candidates = _decoders(options, clip, corpus, best, eval_images, eval_scenes, clock)
+    chosen = choose_default([candidate.row for candidate in candidates])
+    chosen_folder = next(candidate.folder for candidate in candidates if candidate.row == chosen)
     if options.out.exists():
         shutil.rmtree(options.out)
-    shipped = export_bundle(clip, best_model, options.out,
-                            ExportOptions("demo", _description(options, best.variance), MAX_TOKENS))
+    shutil.copytree(chosen_folder, options.out)
+    shipped = Bundle.open(options.out)
+    teacher_whole, teacher_kept = candidates[0].captions, candidates[1].captions
     shipped_scenes = eval_scenes[: options.shipped_scenes]
     if options.scenes.exists():
         shutil.rmtree(options.scenes)
@@ -275,6 +389,14 @@ def run_demo(options: DemoOptions) -> DemoReport:
         shipped_scenes=shipped_row,
         drift={key: drift[key] for key in ("images", "embedding_cosine_min", "prefix_max_abs", "captions_identical")},
         bundle_bytes=_bundle_bytes(options.out),
+        decoders=[candidate.row for candidate in candidates],
+        shipped_decoder=chosen,
+        decode_tokens=DECODE_BENCH.tokens,
+        vocabulary_differences=[
+            (scene_caption(scene), whole, kept)
+            for scene, whole, kept in zip(eval_scenes, teacher_whole, teacher_kept)
+            if whole != kept
+        ],
         examples=[(scene_caption(scene), text) for scene, text in zip(eval_scenes[:12], samples[best.variance])],
         zero_noise_examples=samples[options.variances[0]][:12],
         stage_seconds=clock.stages,
@@ -306,6 +428,6 @@ def _write_examples(scenes: list[Scene], generated: list[str], folder: Path) -> 
 
 def _options_summary(options: DemoOptions) -> dict[str, Any]:
     summary = asdict(options)
-    for key in ("out", "work", "docs", "scenes", "examples"):
+    for key in ("out", "work", "docs", "scenes", "examples", "capdec"):
         summary.pop(key)
     return summary

@@ -18,6 +18,20 @@ class AblationRow:
 
 
 @dataclass(frozen=True)
+class DecoderRow:
+    """One decoder bundle: the teacher or a distilled student, with GPT-2's whole vocabulary or a caption one."""
+
+    name: str
+    layers: int
+    vocabulary: int  # rows of the output layer and token table
+    bundle_bytes: int  # fp32 and int8, as shipped
+    decode_ms: float  # a beam-5 caption's decoding, int8, one thread (`capdec bench`)
+    scores: CaptionScores  # int8, beam 5, on the held-out scenes
+    main_object_accuracy: float
+    identical_to_whole: int | None  # captions identical to the same decoder's with the whole vocabulary
+
+
+@dataclass(frozen=True)
 class ProbeReport:
     """Zero-shot: how often the small CLIP's nearest "a large <colour> <shape>." is the main object's."""
 
@@ -36,6 +50,10 @@ class DemoReport:
     shipped_scenes: AblationRow  # the shipped int8 bundle on the scenes under tests/data/demo-scenes
     drift: dict[str, Any]  # int8 against fp32 on the shipped scenes
     bundle_bytes: int
+    decoders: list[DecoderRow]  # the teacher first, each decoder whole then with the caption vocabulary
+    shipped_decoder: DecoderRow
+    decode_tokens: int
+    vocabulary_differences: list[tuple[str, str, str]]  # (a reference, whole, caption vocabulary): the teacher's
     examples: list[tuple[str, str]]  # (a reference, the best model's caption) of the first held-out scenes
     zero_noise_examples: list[str]  # the variance-0 model's captions of the same scenes
     stage_seconds: dict[str, float]
@@ -51,6 +69,24 @@ def ablation_table(rows: list[AblationRow]) -> str:
         lines.append(
             f"| {row.variance:g} | {100 * scores.bleu4:.1f} | {100 * scores.rouge_l:.1f} | "
             f"{100 * scores.cider_d:.1f} | {100 * row.main_object_accuracy:.1f}% |"
+        )
+    return "\n".join(lines)
+
+
+def decoders_table(rows: list[DecoderRow], shipped: DecoderRow) -> str:
+    lines = [
+        "| decoder | layers | vocabulary | bundle MB | decoding ms | BLEU-4 | ROUGE-L | CIDEr-D | main object right "
+        "| same captions as whole |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        scores = row.scores
+        same = "" if row.identical_to_whole is None else f"{row.identical_to_whole}/{scores.captions}"
+        name = f"**{row.name}** (shipped)" if row == shipped else row.name
+        lines.append(
+            f"| {name} | {row.layers} | {row.vocabulary:,} | {row.bundle_bytes / 1e6:.2f} | {row.decode_ms:.1f} | "
+            f"{100 * scores.bleu4:.1f} | {100 * scores.rouge_l:.1f} | {100 * scores.cider_d:.1f} | "
+            f"{100 * row.main_object_accuracy:.1f}% | {same} |"
         )
     return "\n".join(lines)
 
@@ -82,6 +118,62 @@ def _mapper_description(decoder: dict[str, Any]) -> str:
     return f"transformer mapper (prefix {decoder['prefix_length']}, {decoder['mapper_layers']} layers)"
 
 
+def _vocabulary_words(row: DecoderRow) -> str:
+    return "GPT-2's whole vocabulary" if row.identical_to_whole is None else f"a caption vocabulary of {row.vocabulary} tokens"
+
+
+def _decoders_section(report: DemoReport, count: int) -> str:
+    options = report.options
+    training = options["decoder"]["training"]
+    teacher, default = report.decoders[0], report.shipped_decoder
+    kept = next(row for row in report.decoders if row.identical_to_whole is not None)
+    students = " and ".join(str(layers) for layers in options["student_layers"])
+    if report.vocabulary_differences:
+        differences = (
+            f"The teacher's captions with the caption vocabulary that differ from its whole-vocabulary ones "
+            f"({len(report.vocabulary_differences)} of {count}):\n\n"
+            "| a reference | whole vocabulary | caption vocabulary |\n|---|---|---|\n"
+            + "\n".join(f"| {reference} | {whole} | {pruned} |"
+                        for reference, whole, pruned in report.vocabulary_differences)
+            + "\n\nThe fp32 logits of a kept token are the whole model's (to 1e-5, `test_vocabulary.py`); int8 rounds "
+            "them differently because its output layer is quantised with one scale, that of its largest weight, "
+            "which changes with the rows kept; beams that were near ties can then part."
+        )
+    else:
+        differences = f"The teacher's captions with the caption vocabulary are its whole-vocabulary ones on all {count}."
+    if default == teacher:
+        verdict = "no smaller bundle keeps both bars, so the default stays the teacher with the whole vocabulary."
+    else:
+        verdict = (
+            f"the {default.name} with {_vocabulary_words(default)}, which decodes a caption "
+            f"{teacher.decode_ms / default.decode_ms:.0f}x as fast as the teacher with the whole vocabulary (the "
+            "default before it)."
+        )
+    return f"""## Distilled decoders and the caption vocabulary
+
+The best decoder above (the teacher, {teacher.layers} layers) taught students of {students} layers
+(`models/distill.py`, what `capdec-toolkit distill` runs) on the same text: each starts from every other teacher
+block (DistilGPT-2's recipe) with the teacher's embeddings, and keeps the teacher's mapper; the loss is half the KL
+divergence to the teacher's next-token distributions at temperature 2 and half cross-entropy on the captions, with
+the teacher's noise and budget ({training["epochs"]} epochs, batch {training["batch_size"]}, learning rate
+{training["learning_rate"]}). Every decoder is exported twice: with GPT-2's whole {teacher.vocabulary:,}-token
+vocabulary, and with the caption vocabulary of its text corpus ({kept.vocabulary} tokens: those the corpus's
+captions use, end-of-text and "."; `export --vocabulary`, bundle format version 2).
+
+Bundle MB: fp32 and int8, as shipped. Decoding ms: `capdec bench`'s `decode beam`, int8, one thread: a beam-5
+caption of {report.decode_tokens} tokens from the mapper's prefix, search and text included, on the machine that
+ran this (median of 10). Quality:
+int8 through onnxruntime, beam 5, the {count} held-out scenes. Same captions as whole: identical to the same
+decoder's with the whole vocabulary.
+
+{decoders_table(report.decoders, default)}
+
+The default bundle is the smallest that names the main object right in at least 90% of the scenes with a CIDEr-D
+within 5 points of the teacher's: {verdict}
+
+{differences}"""
+
+
 def render_markdown(report: DemoReport) -> str:
     options, modality = report.options, report.modality
     clip, decoder = options["clip"], options["decoder"]
@@ -90,6 +182,7 @@ def render_markdown(report: DemoReport) -> str:
     best = next(row for row in report.ablation if row.variance == report.best_variance)
     zero = report.ablation[0]
     shipped = report.shipped_scenes
+    default = report.shipped_decoder
     examples = "\n".join(
         f"| {reference} | {caption} | {zero_caption} |"
         for (reference, caption), zero_caption in zip(report.examples, report.zero_noise_examples)
@@ -105,7 +198,9 @@ it can render, and ships it as the default bundle. It captions pictures of colou
 also reproduces the paper's central claim: a decoder trained on caption *text only* captions *images* because of
 the noise injected into the text embeddings during training.
 
-Regenerate everything (world, CLIP, the four decoders, the ablation, the bundle, the test scenes, this page):
+Regenerate everything (world, CLIP, the four decoders, the ablation, the distilled students, every decoder's
+bundles, the default bundle, the test scenes, this page; `capdec bench` times the decoders, so the release build is
+made first):
 
 ```sh
 scripts/toolkit demo --out models/demo --work /tmp/capdec-demo
@@ -187,16 +282,18 @@ normalisation its expected cosine with the clean one is 1 / sqrt(1 + d * varianc
 
 {noise_table(report.ablation, clip["embedding_size"])}
 
-The first held-out scenes, a reference, the shipped model's caption and the variance-0 model's:
+The first held-out scenes, a reference, the best model's caption and the variance-0 model's:
 
-| a reference | variance {report.best_variance:g} (shipped) | variance 0 |
+| a reference | variance {report.best_variance:g} (the teacher below) | variance 0 |
 |---|---|---|
 {examples}
 
+{_decoders_section(report, count)}
+
 ## The shipped bundle
 
-`models/demo`: the variance-{report.best_variance:g} model, fp32 and int8 (default), {report.bundle_bytes / 1e6:.1f}
-MB. On the {shipped.scores.captions} held-out scenes shipped in `tests/data/demo-scenes/` (PNG files and
+`models/demo`: the {default.name} ({default.layers} layers, {_vocabulary_words(default)}), fp32 and int8 (default),
+{report.bundle_bytes / 1e6:.1f} MB. On the {shipped.scores.captions} held-out scenes shipped in `tests/data/demo-scenes/` (PNG files and
 `references.json`: references, main colour and shape), its int8 captions name the main object right in
 {100 * shipped.main_object_accuracy:.1f}% (CIDEr-D {100 * shipped.scores.cider_d:.1f}). int8 against fp32 on the
 same scenes: embedding cosine >= {report.drift["embedding_cosine_min"]:.4f}, identical captions

@@ -12,10 +12,11 @@ import numpy as np
 
 from ..models.checkpoint import CapDecModel
 from ..models.clip_models import Clip
-from ..reference.bundle import GRAPHS, Bundle, Manifest, graph_file, table_file, TABLE_DTYPE
+from ..reference.bundle import GRAPHS, TABLE_DTYPE, TOKEN_IDS_FILE, Bundle, Manifest, graph_file, table_file
 from ..reference.reference import OrtCaptioner
 from ..reference.tokenizer import END_OF_TEXT_ID, PERIOD_ID, VOCAB_FILE
 from .onnx_export import export_decoder, export_encoder, export_mapper, quantize, write_token_table
+from .vocabulary import VocabularyError, keep_tokens
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class ExportOptions:
     max_tokens: int = 67
     beam_size: int = 5
     precisions: tuple[str, ...] = ("fp32", "int8")
+    token_ids: tuple[int, ...] | None = None
+    """The caption vocabulary (`vocabulary.corpus_token_ids`): the GPT-2 ids the decoder keeps; None keeps all."""
 
 
 def manifest_for(clip: Clip, model: CapDecModel, options: ExportOptions) -> Manifest:
@@ -53,11 +56,12 @@ def manifest_for(clip: Clip, model: CapDecModel, options: ExportOptions) -> Mani
             "layers": gpt.layers,
             "heads": gpt.heads,
             "width": gpt.width,
-            "vocab_size": gpt.vocab_size,
+            "vocab_size": len(options.token_ids) if options.token_ids else gpt.vocab_size,
             "max_positions": gpt.max_positions,
             "end_of_text_id": END_OF_TEXT_ID,
             "stop_token_ids": [PERIOD_ID],
             "max_tokens": options.max_tokens,
+            **({"token_ids": TOKEN_IDS_FILE} if options.token_ids else {}),
         },
         precisions=list(options.precisions),
         decoding={"beam_size": options.beam_size, "length_normalized": True, "lowercase": True},
@@ -70,22 +74,44 @@ def export_bundle(clip: Clip, model: CapDecModel, out: Path, options: ExportOpti
             f"CLIP {clip.source} embeds to {clip.embedding_size} dimensions, "
             f"but the checkpoint's mapper takes {model.config.mapper.clip_size}"
         )
+    gpt = model.gpt
+    if options.token_ids:
+        if gpt.config.vocab_size != END_OF_TEXT_ID + 1:
+            raise VocabularyError(
+                f"a caption vocabulary keeps GPT-2 ids, and this decoder has {gpt.config.vocab_size} tokens, not GPT-2's"
+                f" {END_OF_TEXT_ID + 1}"
+            )
+        missing = {END_OF_TEXT_ID, PERIOD_ID} - set(options.token_ids)
+        if missing:
+            raise VocabularyError(f"the caption vocabulary lacks GPT-2 ids {sorted(missing)} (end-of-text, the stop token)")
+        gpt = keep_tokens(gpt, list(options.token_ids))
     out.mkdir(parents=True, exist_ok=True)
     (out / "bundle.toml").unlink(missing_ok=True)  # a half-written bundle must not look complete
     export_encoder(clip.image_encoder, clip.input_size, out / graph_file("encoder", "fp32"))
     export_mapper(model.clip_project, model.config.mapper.clip_size, out / graph_file("mapper", "fp32"))
-    export_decoder(model.gpt, out / graph_file("decoder", "fp32"))
+    export_decoder(gpt, out / graph_file("decoder", "fp32"))
     if "int8" in options.precisions:
         for graph in GRAPHS:
             quantize(out / graph_file(graph, "fp32"), out / graph_file(graph, "int8"))
     for precision in options.precisions:
-        write_token_table(model.gpt.transformer.wte.weight, out / table_file(precision), TABLE_DTYPE[precision])
+        write_token_table(gpt.transformer.wte.weight, out / table_file(precision), TABLE_DTYPE[precision])
     if "fp32" not in options.precisions:
         for graph in GRAPHS:
             (out / graph_file(graph, "fp32")).unlink()
-    shutil.copyfile(VOCAB_FILE, out / "vocab.tiktoken")
+    if options.token_ids:
+        np.array(options.token_ids, dtype="<u4").tofile(out / TOKEN_IDS_FILE)
+        _write_kept_vocabulary(set(options.token_ids), out / "vocab.tiktoken")
+    else:
+        (out / TOKEN_IDS_FILE).unlink(missing_ok=True)
+        shutil.copyfile(VOCAB_FILE, out / "vocab.tiktoken")
     manifest_for(clip, model, options).write(out)
     return Bundle.open(out)
+
+
+def _write_kept_vocabulary(token_ids: set[int], path: Path) -> None:
+    """GPT-2's vocabulary file, only the lines of kept tokens, under their GPT-2 ranks."""
+    lines = [line for line in VOCAB_FILE.read_text().splitlines() if line and int(line.split()[1]) in token_ids]
+    path.write_text("".join(line + "\n" for line in lines))
 
 
 def drift_report(bundle: Bundle, images: list[Path]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -50,6 +51,7 @@ def read_corpus(path: Path, max_tokens: int) -> list[str]:
             raise CorpusError(f"{path}:{number}: not UTF-8 (byte {error.start})") from error
         if not caption:
             raise CorpusError(f"{path}:{number}: empty caption")
+        _refuse_unknown_characters(caption, f"{path}:{number}")
         if not caption.endswith("."):
             caption += "."
         if len(tokenizer.encode_ordinary(caption)) > max_tokens:
@@ -58,6 +60,18 @@ def read_corpus(path: Path, max_tokens: int) -> list[str]:
     if not captions:
         raise CorpusError(f"{path}: no captions")
     return captions
+
+
+def _refuse_unknown_characters(caption: str, where: str) -> None:
+    """Control, unassigned, private-use and replacement characters: what a file in another encoding, or a binary
+    one, decodes to. GPT-2 would take their bytes, and a model would learn to write them."""
+    for column, character in enumerate(caption, start=1):
+        unknown = unicodedata.category(character) in ("Cc", "Cn", "Co", "Cs") or character == "\ufffd"
+        if unknown and character != "\t":
+            raise CorpusError(
+                f"{where}:{column}: unknown character U+{ord(character):04X} "
+                f"({unicodedata.name(character, 'unnamed')}); captions are plain text"
+            )
 
 
 def inject_noise(embeddings: Tensor, variance: float, generator: torch.Generator | None = None) -> Tensor:

@@ -53,7 +53,7 @@ MARK = "capdec_bench_mark"
 # `capdec bench`'s stages in its order, and whether a run of it is one sample per token (the decoder steps).
 STAGES = [("preprocess", False), ("encode", False), ("map", False), ("decoder prefix step", False),
           ("decoder token step", True), ("decoder beam step", True), ("caption greedy", False),
-          ("caption beam", False)]
+          ("caption beam", False), ("decode beam", False)]
 KERNEL_VARIABLE = "CAPDEC_INT8_KERNEL"
 # Cores whose HWCAPs have the dot product (qemu's -cpu), and so run the SDOT kernel.
 DOT_PRODUCT_CPUS = {"cortex-a76", "max"}

@@ -8,18 +8,22 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..export.export import ExportOptions, drift_report, export_bundle, format_drift
+from ..export.vocabulary import corpus_token_ids
 from ..models.checkpoint import CapDecConfig, CapDecModel, load_checkpoint, save_checkpoint
 from ..models.clip_models import load_clip
 from ..models.gpt2 import Gpt2Config
 from ..models.mapper import MapperConfig
 from ..models.seeded import measured_std, reseed_
 from ..reference.preprocess import load_rgb, resize_and_crop
+from ..reference.bundle import Bundle
 from ..reference.reference import goldens
+from ..reference.tokenizer import END_OF_TEXT_ID, PERIOD_ID
 
 # scikit-image's sample photographs (public domain or CC0, see skimage/data/README.txt): colour, grey, JPEG.
 PHOTOGRAPHS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png")
@@ -27,6 +31,10 @@ SEED = 20261201
 DESCRIPTION = (
     "Test fixture, not a captioner: random weights in CapDec's structure (tiny ViT CLIP 224 px / patch 32, "
     "transformer mapper, 2-layer GPT-2 with the real 50,257-token vocabulary). Made by `capdec-toolkit fixture`."
+)
+VOCAB_DESCRIPTION = (
+    "Test fixture, not a captioner: models/fixture-tiny's random weights with a caption vocabulary (the GPT-2 "
+    "tokens of a few everyday captions; bundle format version 2). Made by `capdec-toolkit fixture`."
 )
 
 
@@ -82,24 +90,57 @@ def write_pil_crops(paths: list[Path], size: int, folder: Path) -> None:
             resize_and_crop(load_rgb(path), size).save(folder / f"{path.name}.png")
 
 
-def build_fixture(out: Path, goldens_file: Path, images: Path) -> str:
+# The caption vocabulary of the version-2 fixture: everyday captions, so that its rows are ordinary GPT-2 tokens.
+VOCABULARY_CAPTIONS = (
+    "a man standing next to a car.",
+    "a woman riding a bicycle down the street.",
+    "two dogs playing in the snow.",
+    "a cat sleeping on a red couch.",
+    "a person holding an umbrella in the rain.",
+    "a delivery truck parked in front of a house.",
+    "an empty driveway at night.",
+    "a child throwing a ball in the garden.",
+    "a bird sitting on a fence.",
+    "someone at the front door with a package.",
+    "a rocket on a launch pad.",
+    "an astronaut in a white suit holding a flag.",
+    "a cup of coffee on a saucer.",
+    "a photographer with a camera on a tripod.",
+)
+
+
+def build_fixture(out: Path, goldens_file: Path, images: Path, vocab_out: Path, vocab_goldens_file: Path) -> str:
+    """The fixture with GPT-2's whole vocabulary (`out`, format version 1) and the same model with a caption
+    vocabulary (`vocab_out`, version 2), each with its goldens."""
     torch.manual_seed(SEED)
     with tempfile.TemporaryDirectory() as scratch:
         clip_folder = Path(scratch) / "clip"
         tiny_hf_clip(clip_folder)
         checkpoint = Path(scratch) / "fixture_prefix-000.pt"
         save_checkpoint(tiny_capdec(), checkpoint)
-        # Through the same path a user's export takes: a saved CLIP folder and a checkpoint file.
+        corpus = Path(scratch) / "captions.txt"
+        corpus.write_text("\n".join(VOCABULARY_CAPTIONS) + "\n")
+        # Through the same path a user's export takes: a saved CLIP folder, a checkpoint file, a corpus file.
         clip = load_clip(str(clip_folder))
         model = load_checkpoint(checkpoint)
-        if out.exists():
-            shutil.rmtree(out)
-        bundle = export_bundle(clip, model, out, ExportOptions("fixture-tiny", DESCRIPTION, max_tokens=20))
+        token_ids = tuple(corpus_token_ids(corpus, [END_OF_TEXT_ID, PERIOD_ID]))
+        bundles = []
+        for folder, name, ids in ((out, "fixture-tiny", None), (vocab_out, "fixture-tiny-vocab", token_ids)):
+            if folder.exists():
+                shutil.rmtree(folder)
+            description = DESCRIPTION if ids is None else VOCAB_DESCRIPTION
+            options = ExportOptions(name, description, max_tokens=20, token_ids=ids)
+            bundles.append(export_bundle(clip, model, folder, options))
     paths = photographs(images)
-    write_pil_crops(paths, bundle.manifest["encoder"]["input_size"], images.parent / "pil-crops")
+    write_pil_crops(paths, bundles[0].manifest["encoder"]["input_size"], images.parent / "pil-crops")
+    reports = [_write_goldens(bundle, paths, file) for bundle, file in zip(bundles, (goldens_file, vocab_goldens_file))]
+    return "\n".join(f"{bundle.manifest['name']}: {format_drift(report)}" for bundle, report in zip(bundles, reports))
+
+
+def _write_goldens(bundle: Bundle, paths: list[Path], goldens_file: Path) -> dict[str, Any]:
     report = drift_report(bundle, paths)
     data = goldens(bundle, paths, relative_to=goldens_file.parent)
     data["int8_drift"] = {key: report[key] for key in ("embedding_cosine_min", "prefix_max_abs", "captions_identical")}
     goldens_file.parent.mkdir(parents=True, exist_ok=True)
     goldens_file.write_text(json.dumps(data, indent=1) + "\n")
-    return format_drift(report)
+    return report

@@ -9,9 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import UserError
 
-FORMAT_VERSION = 1
+# Version 2 adds the caption vocabulary (`decoder.token_ids`); a bundle without one is written as version 1, which
+# every runtime reads.
+FORMAT_VERSIONS = (1, 2)
+TOKEN_IDS_FILE = "token_ids.u32"
 PRECISIONS = ("fp32", "int8")
 QUANTIZATION = {"fp32": "none", "int8": "dynamic-int8"}
 TABLE_DTYPE = {"fp32": "f32", "int8": "q8-rows"}
@@ -56,15 +61,19 @@ class Manifest:
         files["token_embeddings"] = table_file(precision)
         return files
 
+    @property
+    def format_version(self) -> int:
+        return 2 if "token_ids" in self.decoder else 1
+
     def all_files(self) -> list[str]:
-        names = [self.vocab]
+        names = [self.vocab, *([self.decoder["token_ids"]] if "token_ids" in self.decoder else [])]
         for precision in self.precisions:
             names += list(self.variant_files(precision).values())
         return sorted(set(names))
 
     def to_toml(self, folder: Path) -> str:
         lines = [
-            f"format_version = {FORMAT_VERSION}",
+            f"format_version = {self.format_version}",
             f"name = {_toml_value(self.name)}",
             f"description = {_toml_value(self.description)}",
             f'default_precision = "{"int8" if "int8" in self.precisions else self.precisions[0]}"',
@@ -121,11 +130,25 @@ class Bundle:
             manifest = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as error:
             raise BundleError(f"{path}: {error}") from error
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise BundleError(f"{path}: format_version must be {FORMAT_VERSION}")
+        version = manifest.get("format_version")
+        if version not in FORMAT_VERSIONS:
+            raise BundleError(f"{path}: format_version is {version!r}, this toolkit reads versions 1 and 2")
+        if version == 1 and "token_ids" in manifest.get("decoder", {}):
+            raise BundleError(f"{path}: decoder.token_ids needs format_version = 2")
         bundle = Bundle(folder, manifest)
         bundle.verify()
         return bundle
+
+    def token_ids(self) -> np.ndarray:
+        """The GPT-2 id of every decoder row: the caption vocabulary's, or all of GPT-2's in order."""
+        decoder = self.manifest["decoder"]
+        if "token_ids" not in decoder:
+            return np.arange(decoder["vocab_size"], dtype=np.int64)
+        path = self.path(decoder["token_ids"])
+        ids = np.fromfile(path, dtype="<u4").astype(np.int64)
+        if len(ids) != decoder["vocab_size"] or (np.diff(ids) <= 0).any():
+            raise BundleError(f"{path}: expected {decoder['vocab_size']} ascending uint32 GPT-2 ids")
+        return ids
 
     def verify(self) -> None:
         for entry in self.manifest.get("files", []):

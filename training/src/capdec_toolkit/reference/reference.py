@@ -84,6 +84,17 @@ class OrtCaptioner:
         self.token_table = read_token_table(
             bundle.path(table["file"]), table["dtype"], decoder["vocab_size"], decoder["width"]
         )
+        # The search runs over decoder rows (logits, table rows); captions and goldens report GPT-2 ids.
+        self.token_ids = bundle.token_ids()
+        self._row_of = {int(token): row for row, token in enumerate(self.token_ids)}
+
+    def row_of(self, token_id: int) -> int:
+        if token_id not in self._row_of:
+            raise ValueError(f"{self.bundle.folder}: GPT-2 id {token_id} is not in the bundle's vocabulary")
+        return self._row_of[token_id]
+
+    def ids_of(self, rows: list[int]) -> list[int]:
+        return [int(self.token_ids[row]) for row in rows]
 
     def pixels(self, image: Image.Image) -> np.ndarray:
         encoder = self.manifest["encoder"]
@@ -105,21 +116,23 @@ class OrtCaptioner:
         return SearchRules(
             beam_size,
             decoder["max_tokens"],
-            tuple(decoder["stop_token_ids"]),
-            decoder["end_of_text_id"],
+            tuple(self.row_of(token) for token in decoder["stop_token_ids"]),
+            self.row_of(decoder["end_of_text_id"]),
             self.manifest["decoding"]["length_normalized"],
         )
 
     def caption(self, prefix: np.ndarray, rules: SearchRules) -> tuple[list[int], str, float]:
+        """The best hypothesis's GPT-2 ids, its text and its mean log-probability."""
         stepper = OrtStepper(self, prefix)
         best = beam_search(stepper, rules)
+        tokens = self.ids_of(best.tokens)
         text = decode_text(
-            best.tokens,
-            rules.end_of_text_id,
+            tokens,
+            self.manifest["decoder"]["end_of_text_id"],
             self.manifest["decoding"]["lowercase"],
             self.bundle.path(self.manifest["tokenizer"]["vocab"]),
         )
-        return best.tokens, text, best.score / len(best.tokens)
+        return tokens, text, best.score / len(best.tokens)
 
     def first_logits(self, prefix: np.ndarray) -> np.ndarray:
         return OrtStepper(self, prefix).start()[0]
@@ -148,7 +161,7 @@ def golden(captioner: OrtCaptioner, image_path: Path, beam_size: int) -> dict[st
         },
         "embedding": _floats(result.embedding),
         "prefix": {"shape": list(result.prefix.shape), "values": _floats(result.prefix)},
-        "first_step_top_k": {"ids": [int(i) for i in top], "log_probs": [float(log_probs[i]) for i in top]},
+        "first_step_top_k": {"ids": captioner.ids_of(list(top)), "log_probs": [float(log_probs[i]) for i in top]},
         "greedy": {"tokens": greedy_tokens, "text": greedy_text},
         "beam": {"beam_size": beam_size, "tokens": beam_tokens, "text": beam_text, "mean_log_prob": beam_score},
     }

@@ -1,4 +1,5 @@
-"""GPT-2's byte-level BPE (50,257 tokens) from the vocabulary file that every bundle carries."""
+"""GPT-2's byte-level BPE (50,257 tokens) from the vocabulary file that every bundle carries: whole, or (a bundle with
+a caption vocabulary) only the kept tokens' lines, under their GPT-2 ranks."""
 
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ def gpt2_tokenizer(vocab_file: Path = VOCAB_FILE) -> tiktoken.Encoding:
     )
 
 
+@lru_cache(maxsize=4)
+def _token_bytes(vocab_file: Path) -> dict[int, bytes]:
+    return {rank: token for token, rank in load_tiktoken_bpe(str(vocab_file)).items()}
+
+
 def decode_text(token_ids: list[int], end_of_text_id: int, lowercase: bool, vocab_file: Path = VOCAB_FILE) -> str:
     """Bytes of every token but end-of-text, then UTF-8 (invalid bytes become U+FFFD), trimmed."""
-    tokens = [token for token in token_ids if token != end_of_text_id]
-    text = gpt2_tokenizer(vocab_file).decode_bytes(tokens).decode("utf-8", errors="replace").strip()
+    tokens = _token_bytes(vocab_file)
+    raw = b"".join(tokens[token] for token in token_ids if token != end_of_text_id)
+    text = raw.decode("utf-8", errors="replace").strip()
     return text.lower() if lowercase else text
