@@ -60,12 +60,13 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 @contextmanager
-def _progress(captions: list[str], epochs: int, batch_size: int, what: str) -> Iterator[Callable[..., None]]:
+def _progress(captions: list[str], epochs: int, batch_size: int, what: str, shown: bool = True
+              ) -> Iterator[Callable[..., None]]:
     """A progress bar over every caption of every epoch: captions a second, time left, and the step's losses.
-    Yields `advance(step, **losses)`, called after each step."""
+    Yields `advance(step, **losses)`, called after each step. Under torchrun only the first process shows it."""
     from tqdm import tqdm
 
-    with tqdm(total=epochs * len(captions), unit="caption", desc=what, dynamic_ncols=True) as bar:
+    with tqdm(total=epochs * len(captions), unit="caption", desc=what, dynamic_ncols=True, disable=not shown) as bar:
 
         def advance(step: int, **losses: float) -> None:
             bar.update(min(batch_size, len(captions) - step * batch_size))
@@ -79,6 +80,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .models.clip_models import load_clip
     from .models.gpt2 import Gpt2Config
     from .models.mapper import MapperConfig
+    from .models.distributed import joined
     from .models.train import TrainOptions, load_pretrained_gpt2, read_corpus, train
 
     clip = load_clip(args.clip)
@@ -105,16 +107,20 @@ def cmd_train(args: argparse.Namespace) -> None:
         if gpt:
             model.gpt = gpt
 
-    with _progress(captions, options.epochs, options.batch_size, "train") as advance:
-        train(clip, model, captions, options, lambda epoch, step, loss: advance(step, loss=loss))
-    save_checkpoint(model, args.out)
-    print(f"wrote {args.out}")
+    with joined(options.device) as world:
+        options = replace(options, device=world.device(options.device))
+        with _progress(captions, options.epochs, options.batch_size, "train", world.is_main) as advance:
+            train(clip, model, captions, options, lambda epoch, step, loss: advance(step, loss=loss), world)
+        if world.is_main:
+            save_checkpoint(model, args.out)
+            print(f"wrote {args.out}" + (f" (trained by {world.size} processes)" if world.size > 1 else ""))
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
     from .models.checkpoint import load_checkpoint, save_checkpoint
     from .models.clip_models import load_clip
     from .models.distill import DistillOptions, distill, make_student
+    from .models.distributed import joined
     from .models.train import TrainOptions, read_corpus
 
     options = DistillOptions(
@@ -128,11 +134,15 @@ def cmd_distill(args: argparse.Namespace) -> None:
     clip = load_clip(args.clip)
     captions = read_corpus(args.corpus, options.training.max_caption_tokens)
 
-    with _progress(captions, options.training.epochs, options.training.batch_size, "distill") as advance:
-        distill(clip, teacher, student, captions, options,
-                lambda epoch, step, loss, kl: advance(step, loss=loss, kl=kl))
-    save_checkpoint(student, args.out)
-    print(f"wrote {args.out}")
+    training = options.training
+    with joined(training.device) as world:
+        options = replace(options, training=replace(training, device=world.device(training.device)))
+        with _progress(captions, training.epochs, training.batch_size, "distill", world.is_main) as advance:
+            distill(clip, teacher, student, captions, options,
+                    lambda epoch, step, loss, kl: advance(step, loss=loss, kl=kl), world)
+        if world.is_main:
+            save_checkpoint(student, args.out)
+            print(f"wrote {args.out}" + (f" (trained by {world.size} processes)" if world.size > 1 else ""))
 
 
 def cmd_reference(args: argparse.Namespace) -> None:

@@ -43,6 +43,10 @@ class CapDecModel(nn.Module):
         self.clip_project = build_mapper(config.mapper)
         self.gpt = Gpt2(config.gpt)
 
+    def forward(self, clip_embedding: Tensor, tokens: Tensor) -> Tensor:
+        """Training's forward pass (what DistributedDataParallel calls): `caption_logits`."""
+        return self.caption_logits(clip_embedding, tokens)
+
     def caption_logits(self, clip_embedding: Tensor, tokens: Tensor) -> Tensor:
         """Teacher forcing: logits [batch, caption length, vocab], row i predicting caption token i. The first token
         is predicted from the prefix's last position, token i + 1 from token i."""

@@ -16,6 +16,7 @@ from torch import Tensor
 from ..errors import UserError
 from .checkpoint import CapDecConfig, CapDecModel
 from .clip_models import Clip
+from .distributed import World
 from .gpt2 import Gpt2Config
 from .mapper import MapperConfig
 from .train import IGNORE, TrainOptions, batches
@@ -117,9 +118,10 @@ def distill(
     captions: list[str],
     options: DistillOptions,
     on_step: Callable[[int, int, float, float], None] = lambda epoch, step, loss, kl: None,
+    world: World = World(),
 ) -> list[float]:
     """Trains `student` in place towards `teacher` (which is not changed); returns the KL divergence (temperature 1)
-    of every step."""
+    of every step (this process's, in a world of several)."""
     training = options.training
     teacher.to(training.device).eval().requires_grad_(False)
     student.to(training.device).train()
@@ -129,13 +131,13 @@ def distill(
     else:
         student.clip_project.requires_grad_(False)
     optimizer = torch.optim.AdamW(parameters, lr=training.learning_rate)
+    net = world.wrap(student)
     divergences = []
-    for batch in batches(clip, captions, training):
+    for batch in batches(clip, captions, training, world):
         with torch.no_grad():
             teacher_logits = teacher.caption_logits(batch.noisy, batch.tokens)
         loss, divergence = distillation_loss(
-            student.caption_logits(batch.noisy, batch.tokens), teacher_logits, batch.labels, options.temperature,
-            options.soft_weight,
+            net(batch.noisy, batch.tokens), teacher_logits, batch.labels, options.temperature, options.soft_weight,
         )
         optimizer.zero_grad()
         loss.backward()

@@ -9,12 +9,13 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import UserError
 from ..reference.tokenizer import gpt2_tokenizer
 from .checkpoint import CapDecModel
 from .clip_models import Clip
+from .distributed import World
 from .gpt2 import Gpt2, Gpt2Config
 
 IGNORE = -100
@@ -97,8 +98,9 @@ def _pad(token_lists: list[list[int]]) -> tuple[Tensor, Tensor]:
     return tokens, labels
 
 
-def caption_loss(model: CapDecModel, embeddings: Tensor, tokens: Tensor, labels: Tensor) -> Tensor:
-    logits = model.caption_logits(embeddings, tokens)
+def caption_loss(model: nn.Module, embeddings: Tensor, tokens: Tensor, labels: Tensor) -> Tensor:
+    """`model` is a CapDecModel, or one wrapped by `World.wrap`: its forward pass is `caption_logits`."""
+    logits = model(embeddings, tokens)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
 
 
@@ -112,18 +114,22 @@ class Batch:
     labels: Tensor
 
 
-def batches(clip: Clip, captions: list[str], options: TrainOptions) -> Iterator[Batch]:
+def batches(clip: Clip, captions: list[str], options: TrainOptions, world: World = World()) -> Iterator[Batch]:
     """CapDec's training batches: every epoch the captions in a seeded order, each with a fresh draw of noise on its
-    CLIP text embedding. `train` and `distill` both take them."""
+    CLIP text embedding. `train` and `distill` both take them. In a world of several processes each takes its shard
+    of every batch, and a last batch too small to give every process a caption is left out."""
     torch.manual_seed(options.seed)
-    generator = torch.Generator(device=options.device).manual_seed(options.seed)
+    generator = torch.Generator(device=options.device).manual_seed(options.seed + world.rank)
     tokenizer = gpt2_tokenizer()
     token_lists = [tokenizer.encode_ordinary(caption) for caption in captions]
     embeddings = text_embeddings(clip, captions).to(options.device)
     for epoch in range(options.epochs):
         order = torch.randperm(len(captions), generator=torch.Generator().manual_seed(options.seed + epoch))
         for step, start in enumerate(range(0, len(captions), options.batch_size)):
-            batch = order[start : start + options.batch_size].tolist()
+            whole = order[start : start + options.batch_size].tolist()
+            if len(whole) < world.size:
+                continue
+            batch = world.shard(whole)
             tokens, labels = _pad([token_lists[index] for index in batch])
             noisy = inject_noise(embeddings[batch], options.noise_variance, generator)
             yield Batch(epoch, step, noisy, tokens.to(options.device), labels.to(options.device))
@@ -135,8 +141,9 @@ def train(
     captions: list[str],
     options: TrainOptions,
     on_step: Callable[[int, int, float], None] = lambda epoch, step, loss: None,
+    world: World = World(),
 ) -> list[float]:
-    """Trains `model` in place; returns the loss of every step."""
+    """Trains `model` in place; returns the loss of every step (this process's, in a world of several)."""
     model.to(options.device).train()
     parameters = list(model.clip_project.parameters())
     if options.freeze_gpt:
@@ -145,9 +152,10 @@ def train(
     else:
         parameters += list(model.gpt.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=options.learning_rate)
+    net = world.wrap(model)
     losses = []
-    for batch in batches(clip, captions, options):
-        loss = caption_loss(model, batch.noisy, batch.tokens, batch.labels)
+    for batch in batches(clip, captions, options, world):
+        loss = caption_loss(net, batch.noisy, batch.tokens, batch.labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
