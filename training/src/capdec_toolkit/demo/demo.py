@@ -245,8 +245,10 @@ def _decoders(
             bundle = export_bundle(clip, model, folder, ExportOptions("demo", description, MAX_TOKENS, token_ids=ids))
             generated = _caption_all(bundle, eval_images)
             scored = _score(best.variance, generated, eval_scenes)
+            vocabulary, width = bundle.manifest["decoder"]["vocab_size"], model.config.gpt.width
             row = DecoderRow(
-                name=name, layers=layers, vocabulary=bundle.manifest["decoder"]["vocab_size"],
+                name=name, layers=layers, vocabulary=vocabulary,
+                step_weights=12 * layers * width**2 + vocabulary * width,
                 bundle_bytes=_bundle_bytes(folder), decode_ms=_decode_ms(capdec, bundle, eval_images[0]),
                 scores=scored.scores, main_object_accuracy=scored.main_object_accuracy,
                 identical_to_whole=None if whole is None else sum(

@@ -24,6 +24,7 @@ class DecoderRow:
     name: str
     layers: int
     vocabulary: int  # rows of the output layer and token table
+    step_weights: int  # weights a decoder step multiplies by: the blocks' projections and the output layer
     bundle_bytes: int  # fp32 and int8, as shipped
     decode_ms: float  # a beam-5 caption's decoding, int8, one thread (`capdec bench`)
     scores: CaptionScores  # int8, beam 5, on the held-out scenes
@@ -75,16 +76,17 @@ def ablation_table(rows: list[AblationRow]) -> str:
 
 def decoders_table(rows: list[DecoderRow], shipped: DecoderRow) -> str:
     lines = [
-        "| decoder | layers | vocabulary | bundle MB | decoding ms | BLEU-4 | ROUGE-L | CIDEr-D | main object right "
-        "| same captions as whole |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| decoder | layers | vocabulary | weights per step | bundle MB | decoding ms | BLEU-4 | ROUGE-L | CIDEr-D "
+        "| main object right | same captions as whole |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         scores = row.scores
         same = "" if row.identical_to_whole is None else f"{row.identical_to_whole}/{scores.captions}"
         name = f"**{row.name}** (shipped)" if row == shipped else row.name
         lines.append(
-            f"| {name} | {row.layers} | {row.vocabulary:,} | {row.bundle_bytes / 1e6:.2f} | {row.decode_ms:.1f} | "
+            f"| {name} | {row.layers} | {row.vocabulary:,} | {row.step_weights:,} | {row.bundle_bytes / 1e6:.2f} | "
+            f"{row.decode_ms:.1f} | "
             f"{100 * scores.bleu4:.1f} | {100 * scores.rouge_l:.1f} | {100 * scores.cider_d:.1f} | "
             f"{100 * row.main_object_accuracy:.1f}% | {same} |"
         )
@@ -160,7 +162,8 @@ the teacher's noise and budget ({training["epochs"]} epochs, batch {training["ba
 vocabulary, and with the caption vocabulary of its text corpus ({kept.vocabulary} tokens: those the corpus's
 captions use, end-of-text and "."; `export --vocabulary`, bundle format version 2).
 
-Bundle MB: fp32 and int8, as shipped. Decoding ms: `capdec bench`'s `decode beam`, int8, one thread: a beam-5
+Weights per step: what one decoder step multiplies a row by (12 x width^2 a block, vocabulary x width for the
+output layer). Bundle MB: fp32 and int8, as shipped. Decoding ms: `capdec bench`'s `decode beam`, int8, one thread: a beam-5
 caption of {report.decode_tokens} tokens from the mapper's prefix, search and text included, on the machine that
 ran this (median of 10). Quality:
 int8 through onnxruntime, beam 5, the {count} held-out scenes. Same captions as whole: identical to the same
