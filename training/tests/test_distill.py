@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -7,12 +8,14 @@ import torch
 
 from capdec_toolkit.cli import main
 from capdec_toolkit.export.export import ExportOptions, export_bundle
+from capdec_toolkit.export.vocabulary import corpus_token_ids
 from capdec_toolkit.models.checkpoint import CapDecConfig, CapDecModel, load_checkpoint
 from capdec_toolkit.models.clip_models import load_clip
 from capdec_toolkit.models.distill import DistillError, DistillOptions, distill, make_student, teacher_layers
 from capdec_toolkit.models.gpt2 import Gpt2Config
 from capdec_toolkit.models.mapper import MapperConfig
 from capdec_toolkit.models.train import TrainOptions, train
+from capdec_toolkit.reference.tokenizer import END_OF_TEXT_ID, PERIOD_ID
 
 CAPTIONS = [
     "a red circle above a blue square.",
@@ -81,6 +84,34 @@ def test_distilling_brings_the_student_closer_to_its_teacher(hf_clip_dir: Path) 
     assert torch.equal(student.state_dict()["clip_project.model.0.weight"], teacher_before["clip_project.model.0.weight"])
 
 
+def test_distilling_over_a_caption_vocabulary_trains_its_rows_only(hf_clip_dir: Path, tmp_path: Path) -> None:
+    clip = load_clip(str(hf_clip_dir))
+    teacher = tiny_teacher()
+    train(clip, teacher, CAPTIONS, TrainOptions(epochs=2, batch_size=8, learning_rate=3e-3))
+    with torch.no_grad():
+        teacher.gpt.transformer.ln_f.weight.mul_(8.0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CAPTIONS) + "\n")
+    vocabulary = tuple(corpus_token_ids(corpus, [END_OF_TEXT_ID, PERIOD_ID]))
+    options = DistillOptions(layers=1, init="random", vocabulary=vocabulary,
+                             training=TrainOptions(epochs=6, batch_size=8, learning_rate=3e-3))
+    student = make_student(teacher, options)
+    table_before = student.gpt.transformer.wte.weight.detach().clone()
+    divergences = distill(clip, teacher, student, CAPTIONS, options)
+    assert sum(divergences[-4:]) / 4 < 0.8 * sum(divergences[:4]) / 4, divergences
+    table = student.gpt.transformer.wte.weight.detach()
+    others = torch.ones(table.shape[0], dtype=torch.bool)
+    others[list(vocabulary)] = False
+    # Rows outside the vocabulary get no gradient: only AdamW's weight decay (0.01) moves them, 12 steps of it.
+    decayed = table_before[others] * (1 - 3e-3 * 0.01) ** len(divergences)
+    assert torch.allclose(table[others], decayed, rtol=1e-5, atol=0)
+    assert not torch.allclose(table[~others], table_before[~others] * (1 - 3e-3 * 0.01) ** len(divergences))
+    # A caption vocabulary from another corpus lacks this one's tokens.
+    narrow = replace(options, vocabulary=(END_OF_TEXT_ID, PERIOD_ID))
+    with pytest.raises(DistillError, match="caption token .* is not in the caption vocabulary"):
+        distill(clip, teacher, make_student(teacher, narrow), CAPTIONS, narrow)
+
+
 def test_the_distill_command_writes_a_checkpoint_that_export_takes(tmp_path: Path, hf_clip_dir: Path) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(CAPTIONS) + "\n")
@@ -91,7 +122,7 @@ def test_the_distill_command_writes_a_checkpoint_that_export_takes(tmp_path: Pat
     student = tmp_path / "student.pt"
     common = ["distill", "--teacher", str(teacher), "--clip", str(hf_clip_dir), "--corpus", str(corpus),
               "--out", str(student), "--epochs", "1", "--batch-size", "8"]
-    assert main([*common, "--layers", "1"]) == 0
+    assert main([*common, "--layers", "1", "--vocabulary", str(corpus)]) == 0
     model = load_checkpoint(student)
     assert model.config.gpt.layers == 1
     bundle = export_bundle(load_clip(str(hf_clip_dir)), model, tmp_path / "bundle", ExportOptions("s", "s", 6))

@@ -18,6 +18,8 @@ from capdec_toolkit.reference.bundle import Bundle
 from capdec_toolkit.reference.reference import OrtCaptioner
 from capdec_toolkit.reference.tokenizer import END_OF_TEXT_ID, PERIOD_ID, gpt2_tokenizer
 
+from conftest import make_checkpoint
+
 CAPTIONS = ["a man standing next to a car", "two dogs on a beach.", "a red bus parked in the street"]
 
 
@@ -37,9 +39,10 @@ def test_the_vocabulary_is_every_corpus_token_with_the_required_ones_ascending(t
 
 
 def test_a_pruned_bundle_round_trips_and_scores_its_tokens_as_the_whole_one(
-    hf_clip_dir: Path, checkpoint: Path, photos: list[Path], tmp_path: Path
+    hf_clip_dir: Path, photos: list[Path], tmp_path: Path
 ) -> None:
-    clip, model = load_clip(str(hf_clip_dir)), load_checkpoint(checkpoint)
+    # One mapper kind: the mapper is the same graph whatever the vocabulary.
+    clip, model = load_clip(str(hf_clip_dir)), load_checkpoint(make_checkpoint(tmp_path, "mlp"))
     ids = corpus_token_ids(_corpus(tmp_path, CAPTIONS), [END_OF_TEXT_ID, PERIOD_ID])
     whole = export_bundle(clip, model, tmp_path / "whole", ExportOptions("t", "t", 8))
     pruned = export_bundle(clip, model, tmp_path / "pruned", ExportOptions("t", "t", 8, token_ids=tuple(ids)))
@@ -70,8 +73,9 @@ def test_a_pruned_bundle_round_trips_and_scores_its_tokens_as_the_whole_one(
     assert again.manifest["format_version"] == 1 and not again.path("token_ids.u32").exists()
 
 
-def test_a_bundle_that_mixes_the_versions_is_refused(hf_clip_dir: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_a_bundle_that_mixes_the_versions_is_refused(hf_clip_dir: Path, tmp_path: Path) -> None:
     ids = corpus_token_ids(_corpus(tmp_path, CAPTIONS), [END_OF_TEXT_ID, PERIOD_ID])
+    checkpoint = make_checkpoint(tmp_path, "mlp")
     bundle = export_bundle(load_clip(str(hf_clip_dir)), load_checkpoint(checkpoint), tmp_path / "b",
                            ExportOptions("t", "t", 8, precisions=("fp32",), token_ids=tuple(ids)))
     manifest = bundle.path("bundle.toml")
@@ -93,16 +97,17 @@ def test_a_corpus_with_unknown_characters_is_refused_at_its_line(tmp_path: Path,
         corpus_token_ids(_corpus(tmp_path, ["a cat on a mat", line]), [END_OF_TEXT_ID])
 
 
-def test_tokens_outside_the_decoder_or_out_of_order_are_refused(checkpoint: Path) -> None:
-    gpt = load_checkpoint(checkpoint).gpt
+def test_tokens_outside_the_decoder_or_out_of_order_are_refused(tmp_path: Path) -> None:
+    gpt = load_checkpoint(make_checkpoint(tmp_path, "mlp")).gpt
     with pytest.raises(VocabularyError, match="token id 60000 is outside the decoder's vocabulary of 50257"):
         keep_tokens(gpt, [13, 60000])
     with pytest.raises(VocabularyError, match="distinct and ascending"):
         keep_tokens(gpt, [262, 13])
 
 
-def test_export_vocabulary_on_the_command_line(hf_clip_dir: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_export_vocabulary_on_the_command_line(hf_clip_dir: Path, tmp_path: Path) -> None:
     corpus = _corpus(tmp_path, CAPTIONS)
+    checkpoint = make_checkpoint(tmp_path, "mlp")
     command = [sys.executable, "-m", "capdec_toolkit.cli", "export", "--clip", str(hf_clip_dir), "--checkpoint",
                str(checkpoint), "--out", str(tmp_path / "b"), "--precisions", "int8", "--vocabulary", str(corpus)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)

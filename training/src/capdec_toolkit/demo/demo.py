@@ -225,7 +225,7 @@ def _decoders(
     models = [("teacher", teacher)]
     for layers in options.student_layers:
         training = replace(options.decoder.training, noise_variance=best.variance, seed=options.seed)
-        student_options = DistillOptions(layers, training=training)
+        student_options = DistillOptions(layers, training=training, vocabulary=token_ids)
         student = make_student(teacher, student_options)
         distill(clip, teacher, student, corpus, student_options,
                 lambda epoch, step, loss, kl: clock.log(f"{layers}-layer student step {step} loss {loss:.3f} KL "

@@ -154,13 +154,17 @@ def _decoders_section(report: DemoReport, count: int) -> str:
     return f"""## Distilled decoders and the caption vocabulary
 
 The best decoder above (the teacher, {teacher.layers} layers) taught students of {students} layers
-(`models/distill.py`, what `capdec-toolkit distill` runs) on the same text: each starts from every other teacher
-block (DistilGPT-2's recipe) with the teacher's embeddings, and keeps the teacher's mapper; the loss is half the KL
-divergence to the teacher's next-token distributions at temperature 2 and half cross-entropy on the captions, with
-the teacher's noise and budget ({training["epochs"]} epochs, batch {training["batch_size"]}, learning rate
-{training["learning_rate"]}). Every decoder is exported twice: with GPT-2's whole {teacher.vocabulary:,}-token
-vocabulary, and with the caption vocabulary of its text corpus ({kept.vocabulary} tokens: those the corpus's
-captions use, end-of-text and "."; `export --vocabulary`, bundle format version 2).
+(`models/distill.py`, what `capdec-toolkit distill --vocabulary` runs) on the same text: each starts from every
+other teacher block (DistilGPT-2's recipe) with the teacher's embeddings, and keeps the teacher's mapper; the loss
+is half the KL divergence to the teacher's next-token distributions at temperature 2 and half cross-entropy on the
+captions, with the teacher's noise and budget ({training["epochs"]} epochs, batch {training["batch_size"]},
+learning rate {training["learning_rate"]}). Both distributions are taken over the caption vocabulary (below):
+over GPT-2's whole vocabulary an epoch of the 2-layer student took 470 s here, five times a training epoch, which
+would have put this regeneration past an hour. Every decoder is exported twice: with GPT-2's whole
+{teacher.vocabulary:,}-token vocabulary, and with the caption vocabulary of its text corpus ({kept.vocabulary}
+tokens: those the corpus's captions use, end-of-text and "."; `export --vocabulary`, bundle format version 2). A
+student's rows outside the caption vocabulary are the teacher's, never trained against the student's hidden
+states, so its whole-vocabulary bundle is shown for its size and speed more than its captions.
 
 Weights per step: what one decoder step multiplies a row by (12 x width^2 a block, vocabulary x width for the
 output layer). Bundle MB: fp32 and int8, as shipped. Decoding ms: `capdec bench`'s `decode beam`, int8, one thread: a beam-5

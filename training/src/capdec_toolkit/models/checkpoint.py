@@ -43,16 +43,17 @@ class CapDecModel(nn.Module):
         self.clip_project = build_mapper(config.mapper)
         self.gpt = Gpt2(config.gpt)
 
-    def forward(self, clip_embedding: Tensor, tokens: Tensor) -> Tensor:
+    def forward(self, clip_embedding: Tensor, tokens: Tensor, rows: Tensor | None = None) -> Tensor:
         """Training's forward pass (what DistributedDataParallel calls): `caption_logits`."""
-        return self.caption_logits(clip_embedding, tokens)
+        return self.caption_logits(clip_embedding, tokens, rows)
 
-    def caption_logits(self, clip_embedding: Tensor, tokens: Tensor) -> Tensor:
+    def caption_logits(self, clip_embedding: Tensor, tokens: Tensor, rows: Tensor | None = None) -> Tensor:
         """Teacher forcing: logits [batch, caption length, vocab], row i predicting caption token i. The first token
-        is predicted from the prefix's last position, token i + 1 from token i."""
+        is predicted from the prefix's last position, token i + 1 from token i. Over the vocabulary's `rows` only
+        when given."""
         prefix = self.clip_project(clip_embedding)
         embeds = torch.cat([prefix, self.gpt.transformer.wte(tokens[:, :-1])], dim=1)
-        return self.gpt.sequence_logits(embeds, from_position=prefix.shape[1] - 1)
+        return self.gpt.sequence_logits(embeds, from_position=prefix.shape[1] - 1, rows=rows)
 
 
 def sidecar_path(checkpoint: Path) -> Path:

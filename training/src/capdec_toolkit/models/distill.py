@@ -43,6 +43,10 @@ class DistillOptions:
     """The share of the loss that is the KL divergence to the teacher (times temperature squared, as Hinton et al.);
     the rest is cross-entropy on the captions."""
     training: TrainOptions = field(default_factory=TrainOptions)
+    vocabulary: tuple[int, ...] | None = None
+    """Distil over these GPT-2 ids only (a caption vocabulary, `export.vocabulary.corpus_token_ids`): both models'
+    next-token distributions over them, at a fraction of the cost of GPT-2's whole vocabulary. The student's other
+    rows get no gradient (only the optimizer's weight decay): export it with the same vocabulary."""
 
 
 def teacher_layers(teacher: int, student: int) -> list[int]:
@@ -111,6 +115,29 @@ def distillation_loss(
     return loss, kl(1.0).detach()
 
 
+def _vocabulary_rows(vocabulary: tuple[int, ...] | None, vocab_size: int, device: str
+                     ) -> tuple[Tensor | None, Tensor | None]:
+    """The kept ids as a tensor, and each GPT-2 id's row among them (-1 for the others)."""
+    if vocabulary is None:
+        return None, None
+    if not all(0 <= token < vocab_size for token in vocabulary):
+        raise DistillError(f"the caption vocabulary has ids outside the teacher's {vocab_size} tokens")
+    rows = torch.tensor(vocabulary, device=device)
+    label_rows = torch.full((vocab_size,), -1, dtype=torch.long, device=device)
+    label_rows[rows] = torch.arange(len(vocabulary), device=device)
+    return rows, label_rows
+
+
+def _as_rows(labels: Tensor, label_rows: Tensor) -> Tensor:
+    """Caption labels as rows of the caption vocabulary; a caption token outside it is refused."""
+    scored = labels != IGNORE
+    mapped = torch.where(scored, label_rows[labels.clamp(min=0)], labels)
+    if (mapped[scored] < 0).any():
+        token = int(labels[scored][mapped[scored] < 0][0])
+        raise DistillError(f"caption token {token} is not in the caption vocabulary: build it from the same corpus")
+    return mapped
+
+
 def distill(
     clip: Clip,
     teacher: CapDecModel,
@@ -132,12 +159,16 @@ def distill(
         student.clip_project.requires_grad_(False)
     optimizer = torch.optim.AdamW(parameters, lr=training.learning_rate)
     net = world.wrap(student)
+    rows, label_rows = _vocabulary_rows(options.vocabulary, teacher.config.gpt.vocab_size, training.device)
     divergences = []
     for batch in batches(clip, captions, training, world):
+        labels = batch.labels
+        if label_rows is not None:
+            labels = _as_rows(labels, label_rows)
         with torch.no_grad():
-            teacher_logits = teacher.caption_logits(batch.noisy, batch.tokens)
+            teacher_logits = teacher.caption_logits(batch.noisy, batch.tokens, rows)
         loss, divergence = distillation_loss(
-            net(batch.noisy, batch.tokens), teacher_logits, batch.labels, options.temperature, options.soft_weight,
+            net(batch.noisy, batch.tokens, rows), teacher_logits, labels, options.temperature, options.soft_weight,
         )
         optimizer.zero_grad()
         loss.backward()

@@ -138,10 +138,13 @@ class Gpt2(nn.Module):
         hidden, present = self.hidden(inputs_embeds, position_ids, list(past))
         return (self.lm_head(hidden[:, -1, :]), *present)
 
-    def sequence_logits(self, inputs_embeds: Tensor, from_position: int = 0) -> Tensor:
+    def sequence_logits(self, inputs_embeds: Tensor, from_position: int = 0, rows: Tensor | None = None) -> Tensor:
         """Logits of whole sequences from `from_position` on, for training (the vocabulary projection is most of a
-        small model's cost, so positions nobody scores are not projected)."""
+        small model's cost, so positions nobody scores are not projected), over the vocabulary's `rows` only when
+        given."""
         batch, seq, _ = inputs_embeds.shape
         position_ids = torch.arange(seq, device=inputs_embeds.device).expand(batch, seq)
         hidden, _ = self.hidden(inputs_embeds, position_ids, self.empty_past(batch))
-        return self.lm_head(hidden[:, from_position:])
+        if rows is None:
+            return self.lm_head(hidden[:, from_position:])
+        return hidden[:, from_position:] @ self.lm_head.weight[rows].T
