@@ -133,6 +133,7 @@ pub fn compile(model: InferenceModel, path: &Path) -> Result<Plan> {
         rewrite::int8_products_on_our_kernel(&mut model)?;
         let mut model = model.into_optimized()?;
         rewrite::fast_dynamic_quantization(&mut model)?;
+        rewrite::fast_softmax(&mut model)?;
         fold_constants(&mut model)?;
         release_freed_memory();
         model.into_runnable()

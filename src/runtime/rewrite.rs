@@ -1,5 +1,6 @@
-//! Rewrites of tract's typed graph that make our exported graphs run faster, each exact to what it replaces
-//! (BENCHMARKS.md, "What changed"): `graph` applies them while it compiles a graph.
+//! Rewrites of tract's typed graph that make our exported graphs run faster, each exact to what it replaces but
+//! the softmax, which is within a few ulp and the same on every CPU (BENCHMARKS.md, "What changed"): `graph`
+//! applies them while it compiles a graph.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -8,9 +9,11 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::math::{Add, Mul, PowConst, Tanh};
 use tract_onnx::tract_core::ops::nn::gelu_approximate::gelu_approximate;
+use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
 use crate::runtime::kernels::dynamic_quantize::DynamicQuantizeU8;
 use crate::runtime::kernels::int8_matmul::{Int8MatMul, Int8Weights, Kernel};
+use crate::runtime::kernels::softmax::LastAxisSoftmax;
 
 /// Replaces GPT-2's `gelu_new`, `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))`, by tract's fused
 /// `GeluApproximate`. tract has this rewrite, but its `Pow` declutter turns `x^3` into `PowConst` before trying
@@ -314,6 +317,30 @@ pub fn fast_dynamic_quantization(model: &mut TypedModel) -> TractResult<()> {
     Ok(())
 }
 
+/// Replaces tract's `Softmax` over the last axis of an f32 tensor, attention's, by [`LastAxisSoftmax`].
+pub fn fast_softmax(model: &mut TypedModel) -> TractResult<()> {
+    let targets: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| {
+            n.op_as::<Softmax>().is_some_and(|op| {
+                let fact = &n.outputs[0].fact;
+                op.kind == SoftmaxKind::Softmax
+                    && op.quant_output_dt.is_none()
+                    && fact.datum_type == f32::datum_type()
+                    && *op.axes == [fact.rank() - 1]
+            })
+        })
+        .map(|n| n.id)
+        .collect();
+    for id in targets {
+        let node = model.node(id);
+        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, LastAxisSoftmax)?;
+        patch.apply(model)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +497,46 @@ mod tests {
                     kernel.name()
                 );
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn only_a_softmax_over_the_last_axis_is_replaced() -> TractResult<()> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([3, 50]))?;
+        let softmax = |axis: usize| Softmax::new(tvec![axis], None, SoftmaxKind::Softmax);
+        let last = model.wire_node("last", softmax(1), &[x])?[0];
+        let first = model.wire_node("first", softmax(0), &[x])?[0];
+        let log = Softmax::new(tvec![1], None, SoftmaxKind::LogSoftmax);
+        let log = model.wire_node("log", log, &[x])?[0];
+        model.select_output_outlets(&[last, first, log])?;
+        let input: Vec<f32> = (0..150).map(|i| (i * 37 % 101) as f32 * 0.1).collect();
+        let inputs = tvec![Tensor::from_shape(&[3, 50], &input)?.into_tvalue()];
+        let expected = model.clone().into_runnable()?.run(inputs.clone())?;
+
+        let mut ours = model;
+        fast_softmax(&mut ours)?;
+        let op_of = |name: &str| {
+            let node = ours
+                .node_by_name(name)
+                .expect("the rewrite keeps the node names");
+            node.op.name().to_string()
+        };
+        assert_eq!(
+            ["last", "first", "log"].map(op_of),
+            ["LastAxisSoftmax", "Softmax", "LogSoftmax"],
+            "{ours}"
+        );
+        let outputs = ours.into_runnable()?.run(inputs)?;
+        assert_eq!(outputs[1], expected[1]);
+        assert_eq!(outputs[2], expected[2]);
+        let (ours, tracts) = (
+            outputs[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+            expected[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+        );
+        for (a, b) in ours.iter().zip(&tracts) {
+            assert!((a - b).abs() <= 4.0 * f32::EPSILON * b.abs(), "{a} vs {b}");
         }
         Ok(())
     }
