@@ -184,10 +184,6 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(value) for value in text.split(","))
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(value) for value in text.split(","))
-
-
 def demo_options(args: argparse.Namespace) -> DemoOptions:
     """The demo recipe, `DemoOptions`' defaults, with each option the command line gives in its place. The parser
     leaves these options None rather than repeating the recipe's values, which it cannot import without torch."""
@@ -204,7 +200,6 @@ def demo_options(args: argparse.Namespace) -> DemoOptions:
         decoder_captions=_given(args.decoder_captions, recipe.decoder_captions),
         eval_scenes=_given(args.eval_scenes, recipe.eval_scenes),
         variances=_given(args.variances, recipe.variances),
-        student_layers=_given(args.student_layers, recipe.student_layers),
         capdec=args.capdec,
         clip=replace(recipe.clip, steps=_given(args.clip_steps, recipe.clip.steps), seed=seed),
         decoder=replace(
@@ -394,7 +389,6 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--decoder-epochs", type=int)
     demo.add_argument("--variances", type=_floats, help="the noise ablation, comma-separated")
     demo.add_argument("--mapper", choices=("mlp", "transformer"))
-    demo.add_argument("--student-layers", type=_ints, help="distilled students' layers, comma-separated")
     demo.add_argument("--capdec", type=Path, help="the capdec binary that times the decoders (default: this "
                       "repository's release build, made first)")
     demo.set_defaults(run=cmd_demo)

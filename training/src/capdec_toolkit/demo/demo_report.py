@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..models.distill import teacher_layers
 from ..reference.metrics import CaptionScores
 from .small_clip import ModalityReport
 
@@ -23,6 +24,7 @@ class DecoderRow:
 
     name: str
     layers: int
+    width: int
     vocabulary: int  # rows of the output layer and token table
     step_weights: int  # weights a decoder step multiplies by: the blocks' projections and the output layer
     bundle_bytes: int  # fp32 and int8, as shipped
@@ -76,16 +78,16 @@ def ablation_table(rows: list[AblationRow]) -> str:
 
 def decoders_table(rows: list[DecoderRow], shipped: DecoderRow) -> str:
     lines = [
-        "| decoder | layers | vocabulary | weights per step | bundle MB | decoding ms | BLEU-4 | ROUGE-L | CIDEr-D "
+        "| decoder | layers | width | vocabulary | weights per step | bundle MB | decoding ms | BLEU-4 | ROUGE-L | CIDEr-D "
         "| main object right | same captions as whole |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         scores = row.scores
         same = "" if row.identical_to_whole is None else f"{row.identical_to_whole}/{scores.captions}"
         name = f"**{row.name}** (shipped)" if row == shipped else row.name
         lines.append(
-            f"| {name} | {row.layers} | {row.vocabulary:,} | {row.step_weights:,} | {row.bundle_bytes / 1e6:.2f} | "
+            f"| {name} | {row.layers} | {row.width} | {row.vocabulary:,} | {row.step_weights:,} | {row.bundle_bytes / 1e6:.2f} | "
             f"{row.decode_ms:.1f} | "
             f"{100 * scores.bleu4:.1f} | {100 * scores.rouge_l:.1f} | {100 * scores.cider_d:.1f} | "
             f"{100 * row.main_object_accuracy:.1f}% | {same} |"
@@ -124,12 +126,23 @@ def _vocabulary_words(row: DecoderRow) -> str:
     return "GPT-2's whole vocabulary" if row.identical_to_whole is None else f"a caption vocabulary of {row.vocabulary} tokens"
 
 
+def _student_line(spec: dict[str, Any], teacher: DecoderRow, teacher_epochs: int) -> str:
+    if spec["init"] == "teacher":
+        blocks = ", ".join(str(block) for block in teacher_layers(teacher.layers, spec["layers"]))
+        start = f"the teacher's embeddings and block(s) {blocks} (DistilGPT-2's recipe: every other block)"
+    else:
+        start = "random weights"
+    mapper = "keeps the teacher's mapper" if spec["mapper"] == "copy" else "trains the teacher's mapper with it"
+    return (f"- {spec['layers']} {'layer' if spec['layers'] == 1 else 'layers'}, from {start}; {mapper}; "
+            f"{spec['epochs'] or teacher_epochs} epochs.")
+
+
 def _decoders_section(report: DemoReport, count: int) -> str:
     options = report.options
     training = options["decoder"]["training"]
     teacher, default = report.decoders[0], report.shipped_decoder
     kept = next(row for row in report.decoders if row.identical_to_whole is not None)
-    students = " and ".join(str(layers) for layers in options["student_layers"])
+    students = "\n".join(_student_line(spec, teacher, training["epochs"]) for spec in options["students"])
     if report.vocabulary_differences:
         differences = (
             f"The teacher's captions with the caption vocabulary that differ from its whole-vocabulary ones "
@@ -153,17 +166,19 @@ def _decoders_section(report: DemoReport, count: int) -> str:
         )
     return f"""## Distilled decoders and the caption vocabulary
 
-The best decoder above (the teacher, {teacher.layers} layers) taught students of {students} layers
-(`models/distill.py`, what `capdec-toolkit distill --vocabulary` runs) on the same text: each starts from every
-other teacher block (DistilGPT-2's recipe) with the teacher's embeddings, and keeps the teacher's mapper; the loss
-is half the KL divergence to the teacher's next-token distributions at temperature 2 and half cross-entropy on the
-captions, with the teacher's noise and budget ({training["epochs"]} epochs, batch {training["batch_size"]},
-learning rate {training["learning_rate"]}). Both distributions are taken over the caption vocabulary (below):
+The best decoder above (the teacher, {teacher.layers} layers of width {teacher.width}) taught students on the same
+text (`models/distill.py`, what `capdec-toolkit distill --vocabulary` runs), each with the teacher's noise, batch
+{training["batch_size"]} and learning rate {training["learning_rate"]}; the loss is half the KL divergence to the
+teacher's next-token distributions at temperature 2 and half cross-entropy on the captions:
+
+{students}
+
+Both distributions are taken over the caption vocabulary (below):
 over GPT-2's whole vocabulary an epoch of the 2-layer student took 470 s here, five times a training epoch, which
 would have put this regeneration past an hour. Every decoder is exported twice: with GPT-2's whole
 {teacher.vocabulary:,}-token vocabulary, and with the caption vocabulary of its text corpus ({kept.vocabulary}
 tokens: those the corpus's captions use, end-of-text and "."; `export --vocabulary`, bundle format version 2). A
-student's rows outside the caption vocabulary are the teacher's, never trained against the student's hidden
+student's rows outside the caption vocabulary are the teacher's (random for one started at random), never trained against the student's hidden
 states, so its whole-vocabulary bundle is shown for its size and speed more than its captions.
 
 Weights per step: what one decoder step multiplies a row by (12 x width^2 a block, vocabulary x width for the
@@ -299,7 +314,7 @@ The first held-out scenes, a reference, the best model's caption and the varianc
 
 ## The shipped bundle
 
-`models/demo`: the {default.name} ({default.layers} layers, {_vocabulary_words(default)}), fp32 and int8 (default),
+`models/demo`: the {default.name} with {_vocabulary_words(default)}, fp32 and int8 (default),
 {report.bundle_bytes / 1e6:.1f} MB. On the {shipped.scores.captions} held-out scenes shipped in `tests/data/demo-scenes/` (PNG files and
 `references.json`: references, main colour and shape), its int8 captions name the main object right in
 {100 * shipped.main_object_accuracy:.1f}% (CIDEr-D {100 * shipped.scores.cider_d:.1f}). int8 against fp32 on the
