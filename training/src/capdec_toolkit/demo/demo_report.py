@@ -162,7 +162,7 @@ def _decoders_section(report: DemoReport, count: int) -> str:
         verdict = (
             f"the {default.name} with {_vocabulary_words(default)}, which decodes a caption "
             f"{teacher.decode_ms / default.decode_ms:.0f}x as fast as the teacher with the whole vocabulary (the "
-            "default before it)."
+            "default before distillation and the caption vocabulary)."
         )
     return f"""## Distilled decoders and the caption vocabulary
 
