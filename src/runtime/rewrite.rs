@@ -1,5 +1,5 @@
-//! Rewrites of tract's typed graph that make our exported graphs run faster, each exact to what it replaces but
-//! the softmax, which is within a few ulp and the same on every CPU (BENCHMARKS.md, "What changed"): `graph`
+//! Rewrites of tract's typed graph that make our exported graphs run faster, each tested against what it replaces
+//! (the softmax's own is within a few ulp and the same on every CPU; BENCHMARKS.md, "What changed"): `graph`
 //! applies them while it compiles a graph.
 
 use tract_onnx::prelude::*;

@@ -3,9 +3,9 @@
 //! copies; this one takes each row in one pass of plain f32 arithmetic that the compiler vectorises.
 //!
 //! Not tract's bits: its exponential is its own approximation, chosen per CPU, and it sums in another order. This
-//! one is the same on every CPU (no fused multiply-add, a fixed summation order), within an ulp of e^x, so it is the
-//! one approximation of the graph that needed its own golden check: the fixture's, the demo's and the ARM parity
-//! token ids are unchanged (ARCHITECTURE.md, the rewrite invariant).
+//! one is the same on every CPU (no fused multiply-add, a fixed summation order), within an ulp of e^x, and was taken
+//! with its own golden check: the fixture's, the demo's and the ARM parity token ids are unchanged (ARCHITECTURE.md,
+//! the rewrite invariant).
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
