@@ -270,6 +270,8 @@ mod tests {
         assert_eq!(count("DynamicQuantizeLinearU8"), 0, "{ops:?}");
         assert_eq!(count("LastAxisSoftmax"), 2, "{ops:?}");
         assert_eq!(count("Softmax"), 0, "{ops:?}");
+        assert_eq!(count("AttentionMatMul"), 4, "{ops:?}");
+        assert_eq!(count("OptMatMul"), 0, "{ops:?}");
         crate::runtime::graph::tests::assert_int8_products_on_our_kernel(&path, &decoder.plan);
     }
 

@@ -131,6 +131,7 @@ pub fn compile(model: InferenceModel, path: &Path) -> Result<Plan> {
         let mut model = model.into_typed()?.into_decluttered()?;
         rewrite::fuse_gelu_new(&mut model)?;
         rewrite::int8_products_on_our_kernel(&mut model)?;
+        rewrite::attention_products_on_our_op(&mut model)?;
         let mut model = model.into_optimized()?;
         rewrite::fast_dynamic_quantization(&mut model)?;
         rewrite::fast_softmax(&mut model)?;

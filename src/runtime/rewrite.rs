@@ -1,16 +1,18 @@
 //! Rewrites of tract's typed graph that make our exported graphs run faster, each tested against what it replaces
-//! (the softmax's own is within a few ulp and the same on every CPU; BENCHMARKS.md, "What changed"): `graph`
-//! applies them while it compiles a graph.
+//! (the softmax and the attention products are within a few ulp and the same on every CPU, each taken with its own
+//! golden check; ARCHITECTURE.md): `graph` applies them while it compiles a graph.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::model::TypedModelHelpers;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::math::{Add, Mul, PowConst, Tanh};
 use tract_onnx::tract_core::ops::nn::gelu_approximate::gelu_approximate;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
+use crate::runtime::kernels::attention_matmul::AttentionMatMul;
 use crate::runtime::kernels::dynamic_quantize::DynamicQuantizeU8;
 use crate::runtime::kernels::int8_matmul::{Int8MatMul, Int8Weights, Kernel};
 use crate::runtime::kernels::softmax::LastAxisSoftmax;
@@ -117,7 +119,6 @@ pub fn int8_products_on_our_kernel(model: &mut TypedModel) -> TractResult<()> {
 }
 
 fn int8_products_on(model: &mut TypedModel, kernel: Kernel) -> TractResult<()> {
-    use tract_onnx::tract_core::ops::einsum::EinSum;
     let candidates: Vec<usize> = model
         .nodes()
         .iter()
@@ -209,7 +210,6 @@ struct Int8Product {
 /// tract-onnx's translation gives it nine inputs: a, w, bias, a's zero point and scale, w's, the output's; the
 /// ones not in `MatMulInteger` must be the constants it sets (0 and 1).
 fn int8_constant_product(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Int8Product>> {
-    use tract_onnx::tract_core::ops::einsum::EinSum;
     let Some(op) = node.op_as::<EinSum>() else {
         return Ok(None);
     };
@@ -341,11 +341,44 @@ pub fn fast_softmax(model: &mut TypedModel) -> TractResult<()> {
     Ok(())
 }
 
+/// Replaces each f32 `EinSum` between two computed tensors that is a batched matrix product at a few rows
+/// (attention's scores and weighted values in a decoder step) by [`AttentionMatMul`], which reads both where they
+/// lie instead of packing one side on every call. Run it on the decluttered graph, before tract turns the `EinSum` into its packing and its kernel.
+pub fn attention_products_on_our_op(model: &mut TypedModel) -> TractResult<()> {
+    let targets: Vec<(usize, AttentionMatMul)> = model
+        .nodes()
+        .iter()
+        .filter_map(|node| {
+            let op = node.op_as::<EinSum>()?;
+            let facts = model.node_input_facts(node.id).ok()?;
+            let computed_f32 = |f: &&TypedFact| {
+                f.datum_type == f32::datum_type() && f.konst.is_none() && !f.is_exotic()
+            };
+            if op.q_params.is_some()
+                || op.operating_dt != f32::datum_type()
+                || facts.len() != 2
+                || !facts.iter().all(computed_f32)
+            {
+                return None;
+            }
+            let (inputs, outputs) = op.axes.to_strs();
+            AttentionMatMul::for_einsum(&inputs[0], &inputs[1], &outputs[0])
+                .filter(|replacement| replacement.pays_off_for(&facts[0].shape))
+                .map(|replacement| (node.id, replacement))
+        })
+        .collect();
+    for (id, op) in targets {
+        let node = model.node(id);
+        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
+        patch.apply(model)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::cast::cast;
-    use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::math::{add, mul, pow_const, tanh};
 
     fn op_names(model: &TypedModel) -> Vec<String> {
@@ -537,6 +570,64 @@ mod tests {
         );
         for (a, b) in ours.iter().zip(&tracts) {
             assert!((a - b).abs() <= 4.0 * f32::EPSILON * b.abs(), "{a} vs {b}");
+        }
+        Ok(())
+    }
+
+    /// Scores of a few query rows (a decoder's symbolic sequence) against computed keys are ours; the same product
+    /// over 50 rows, or by a constant, stays tract's, with tract's numbers.
+    #[test]
+    fn attention_products_at_a_few_rows_are_replaced() -> TractResult<()> {
+        let mut model = TypedModel::default();
+        let seq = model.symbols.sym("S").to_dim();
+        let q = model.add_source("q", f32::fact([2.to_dim(), seq, 3.to_dim(), 16.to_dim()]))?;
+        let keys = model.add_source("keys", f32::fact([2, 3, 7, 16]))?;
+        let many = model.add_source("many", f32::fact([2, 50, 3, 16]))?;
+        let values = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0)
+                .collect()
+        };
+        let weights = Tensor::from_shape(&[2, 3, 7, 16], &values(672, 3))?;
+        let weights = model.add_const("weights", weights)?;
+        let scores = || -> TractResult<EinSum> {
+            let axes = AxesMapping::from_strs(&["ambk", "abnk"], &["abmn"])?;
+            Ok(EinSum::new(axes, f32::datum_type()))
+        };
+        let few = model.wire_node("few", scores()?, &[q, keys])?[0];
+        let over_many = model.wire_node("over_many", scores()?, &[many, keys])?[0];
+        let by_constant = model.wire_node("by_constant", scores()?, &[q, weights])?[0];
+        model.select_output_outlets(&[few, over_many, by_constant])?;
+        let inputs = tvec![
+            Tensor::from_shape(&[2, 4, 3, 16], &values(384, 1))?.into_tvalue(),
+            Tensor::from_shape(&[2, 3, 7, 16], &values(672, 2))?.into_tvalue(),
+            Tensor::from_shape(&[2, 50, 3, 16], &values(4800, 4))?.into_tvalue(),
+        ];
+        let expected = model.clone().into_runnable()?.run(inputs.clone())?;
+
+        let mut ours = model;
+        attention_products_on_our_op(&mut ours)?;
+        let op_of = |name: &str| ours.node_by_name(name).map(|n| n.op.name().to_string());
+        assert_eq!(
+            ["few", "over_many", "by_constant"].map(|name| op_of(name).ok()),
+            [
+                Some("AttentionMatMul".into()),
+                Some("EinSum".into()),
+                Some("EinSum".into())
+            ],
+            "{ours}"
+        );
+        let outputs = ours.into_runnable()?.run(inputs)?;
+        assert_eq!(outputs[1], expected[1]);
+        assert_eq!(outputs[2], expected[2]);
+        assert_eq!(outputs[0].shape(), [2, 3, 4, 7]);
+        let (ours, tracts) = (
+            outputs[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+            expected[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+        );
+        for (a, b) in ours.iter().zip(&tracts) {
+            // Sums of 16 products of values in [-1, 1], in different orders.
+            assert!((a - b).abs() <= 16.0 * 16.0 * f32::EPSILON, "{a} vs {b}");
         }
         Ok(())
     }

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use tract_onnx::tract_core::tract_linalg::multithread::{Executor, current_tract_executor};
+
 /// How long a helper spins for the next share before it parks: longer than the gaps between a graph's products
 /// (a beam search's step between two decoder runs included), short enough to be nothing once captioning stops.
 const SPIN: Duration = Duration::from_millis(2);
@@ -115,6 +117,19 @@ impl SpinPool {
 /// The helpers, made on first use for the thread count asked (and remade when another is asked); one caller at a
 /// time uses them, others wait.
 static POOL: Mutex<Option<SpinPool>> = Mutex::new(None);
+
+/// Computations of fewer multiply-adds stay on one thread: a few tens of microseconds of work, where handing a share
+/// over and waiting for it would be a sizeable part.
+pub const PARALLEL_MIN_MACS: usize = 1 << 20;
+
+/// The threads a computation of `macs` multiply-adds is split over: tract's executor's (set by
+/// `runtime::use_threads`), or one for a small one.
+pub fn threads_for(macs: usize) -> usize {
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if macs >= PARALLEL_MIN_MACS => pool.current_num_threads(),
+        _ => 1,
+    }
+}
 
 /// Runs `run` over `0..items` split in `threads` contiguous shares, the first on this thread and the others on
 /// helpers, and returns once all are done. Runs everything here when `threads` is 1 or the helpers cannot be

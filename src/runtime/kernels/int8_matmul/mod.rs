@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::tract_linalg::multithread::{Executor, current_tract_executor};
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use crate::runtime::kernels::spin_pool;
@@ -41,9 +40,6 @@ const MAX_ROWS_PER_PASS: usize = 6;
 /// Groups whose sums are corrected together, in place: columns enough for long vectorised loops, few enough that
 /// they are still in cache (1,024 to 4,096 columns).
 const BLOCK_GROUPS: usize = 64;
-/// Products of fewer multiply-adds stay on one thread: a few tens of microseconds of work, where handing a share
-/// over and waiting for it would be a sizeable part.
-const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// The environment variable that picks a kernel by name (or `tract`, for tract's own), for benchmarks and tests.
 pub const KERNEL_VARIABLE: &str = "CAPDEC_INT8_KERNEL";
 
@@ -565,14 +561,7 @@ fn multiply(
             finish(weights, activations, scale, columns, output);
         }
     };
-    let threads = match current_tract_executor() {
-        Executor::MultiThread(pool)
-            if activations.rows * weights.k * weights.n >= PARALLEL_MIN_MACS =>
-        {
-            pool.current_num_threads()
-        }
-        _ => 1,
-    };
+    let threads = spin_pool::threads_for(activations.rows * weights.k * weights.n);
     spin_pool::split(threads, weights.groups(), &run);
 }
 
@@ -813,7 +802,7 @@ mod tests {
 
     #[test]
     fn products_over_the_threshold_are_shared_among_threads_with_the_same_result() {
-        let (k, n) = (64, (PARALLEL_MIN_MACS / 64 / 3) + 100);
+        let (k, n) = (64, (spin_pool::PARALLEL_MIN_MACS / 64 / 3) + 100);
         let w = values(k * n, 5, |b| b as i8);
         let a = values(3 * k, 11, |b| b);
         let expected = reference(&a, &w, k, n, 17, -2);
