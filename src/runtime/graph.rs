@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::nn::Reduce;
+use tract_onnx::tract_core::tract_data::knobs::KnobScope;
 use tract_onnx::tract_hir::infer::GenericFactoid;
 
 use crate::runtime::rewrite;
@@ -139,13 +140,22 @@ pub fn compile(model: InferenceModel, path: &Path) -> Result<Plan> {
         release_freed_memory();
         model.into_runnable()
     };
-    prepare().map_err(|e| {
-        anyhow!(
-            "{}: cannot prepare the graph for this runtime: {e:#}",
-            path.display()
-        )
-    })
+    let never_lazy = usize::MAX.to_string();
+    KnobScope::new([(LAZY_IM2COL_MIN_KERNEL, never_lazy.as_str())])
+        .and_then(|knobs| knobs.enter(prepare))
+        .map_err(|e| {
+            anyhow!(
+                "{}: cannot prepare the graph for this runtime: {e:#}",
+                path.display()
+            )
+        })
 }
+
+/// tract's knob that sends every convolution of 6 taps or more through its "lazy" im2col, which gathers the input
+/// again for each panel of output channels. For the ViT's patch embedding (32x32 taps, 768 channels) that took
+/// twice as long as building the im2col once, 600 KB (BENCHMARKS.md), with the same numbers. Set out of reach for
+/// our graphs; tract's other rule still takes an im2col of over 4 MB the lazy way.
+const LAZY_IM2COL_MIN_KERNEL: &str = "TRACT_LAZY_IM2COL_MIN_KERNEL";
 
 /// Hands the heap's free pages back to the system. Loading a graph frees about twice its weights (the file's bytes,
 /// the decoded protobuf, optimisation's transients) in pieces that glibc keeps resident; returned after each graph,
@@ -407,6 +417,123 @@ pub(crate) mod tests {
                 (output, output_shape),
             )?;
             assert_int8_products_on_our_kernel(&path, &graph.plan);
+        }
+        Ok(())
+    }
+
+    /// An ONNX graph of one convolution shaped like the ViT's patch embedding, smaller: `channels` filters of
+    /// 3 x `patch` x `patch` at a stride of `patch`, from `pixels` to `patches`, weight `w[c][i] = f(c, i)`.
+    fn patch_embedding(
+        channels: usize,
+        patch: usize,
+        weight: impl Fn(usize, usize) -> f32,
+    ) -> Vec<u8> {
+        use tract_onnx::pb::{
+            AttributeProto, GraphProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
+            ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, type_proto,
+        };
+        let ints = |name: &str, values: [i64; 2]| AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Ints as i32,
+            ints: values.to_vec(),
+            ..Default::default()
+        };
+        let value = |name: &str| ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: DataType::Float as i32,
+                    shape: None,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let taps = 3 * patch * patch;
+        let size = patch as i64;
+        let model = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                version: 17,
+                ..Default::default()
+            }],
+            graph: Some(GraphProto {
+                node: vec![NodeProto {
+                    op_type: "Conv".into(),
+                    input: vec!["pixels".into(), "w".into()],
+                    output: vec!["patches".into()],
+                    attribute: vec![
+                        ints("kernel_shape", [size, size]),
+                        ints("strides", [size, size]),
+                    ],
+                    ..Default::default()
+                }],
+                initializer: vec![TensorProto {
+                    name: "w".into(),
+                    dims: vec![channels as i64, 3, size, size],
+                    data_type: DataType::Float as i32,
+                    float_data: (0..channels * taps)
+                        .map(|i| weight(i / taps, i % taps))
+                        .collect(),
+                    ..Default::default()
+                }],
+                input: vec![value("pixels")],
+                output: vec![value("patches")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        model.encode_to_vec()
+    }
+
+    /// tract would take this convolution (256 taps) through its lazy im2col; ours builds the im2col once, with the
+    /// convolution's numbers.
+    #[test]
+    fn a_patch_embedding_builds_its_im2col_once() -> Result<()> {
+        let (channels, patch, size) = (128, 16, 64);
+        let weight = |c: usize, i: usize| ((c * 31 + i * 7) % 17) as f32 / 16.0 - 0.5;
+        let bytes = patch_embedding(channels, patch, weight);
+        let side = size / patch;
+        let graph = FixedGraph::load(
+            Path::new("patch_embedding.onnx"),
+            bytes,
+            ("pixels", &[1, 3, size, size]),
+            ("patches", &[1, channels, side, side]),
+        )?;
+        let ops: Vec<String> = graph
+            .plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        let count = |name: &str| ops.iter().filter(|op| *op == name).count();
+        assert_eq!((count("Im2col"), count("LazyIm2col")), (1, 0), "{ops:?}");
+
+        let pixel = |ch: usize, y: usize, x: usize| ((ch * 5 + y * 3 + x) % 11) as f32 / 10.0;
+        let mut input = Vec::new();
+        for ch in 0..3 {
+            for y in 0..size {
+                input.extend((0..size).map(|x| pixel(ch, y, x)));
+            }
+        }
+        let output = graph.run(input)?;
+        for c in 0..channels {
+            for (py, px) in (0..side).flat_map(|py| (0..side).map(move |px| (py, px))) {
+                let mut expected = 0f64;
+                for ch in 0..3 {
+                    for (dy, dx) in (0..patch).flat_map(|dy| (0..patch).map(move |dx| (dy, dx))) {
+                        let tap = (ch * patch + dy) * patch + dx;
+                        expected += f64::from(weight(c, tap))
+                            * f64::from(pixel(ch, py * patch + dy, px * patch + dx));
+                    }
+                }
+                let actual = output[(c * side + py) * side + px];
+                assert!(
+                    (f64::from(actual) - expected).abs() < 1e-3,
+                    "{c} {py} {px}: {actual} vs {expected}"
+                );
+            }
         }
         Ok(())
     }
