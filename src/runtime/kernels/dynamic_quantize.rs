@@ -26,15 +26,10 @@ impl EvalOp for DynamicQuantizeU8 {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = inputs[0].try_as_plain_ram()?;
         let xs = input.as_slice::<f32>()?;
-        let (scale, zero_point) = scale_and_zero_point(xs);
         let mut quantized =
             unsafe { Tensor::uninitialized_dt(u8::datum_type(), inputs[0].shape())? };
-        quantize(
-            xs,
-            scale,
-            zero_point,
-            quantized.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?,
-        );
+        let (scale, zero_point) =
+            quantize_u8(xs, quantized.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?);
         Ok(tvec!(
             quantized.into_tvalue(),
             tensor0(scale).into_tvalue(),
@@ -58,7 +53,17 @@ impl TypedOp for DynamicQuantizeU8 {
 /// Lanes of the range and rounding loops: wide enough for the compiler to keep them in vector registers.
 const LANES: usize = 16;
 
+widest_vectors! {
+    /// `xs` quantized into `ys`; returns the scale and zero point.
+    fn quantize_u8(xs: &[f32], ys: &mut [u8]) -> (f32, u8) {
+        let (scale, zero_point) = scale_and_zero_point(xs);
+        quantize(xs, scale, zero_point, ys);
+        (scale, zero_point)
+    }
+}
+
 /// The range, widened to include 0, as `scale` and `zero_point`. NaNs are ignored, as ONNX Runtime and tract do.
+#[inline(always)]
 fn scale_and_zero_point(xs: &[f32]) -> (f32, u8) {
     let (mut low, mut high) = ([0f32; LANES], [0f32; LANES]);
     let chunks = xs.chunks_exact(LANES);
@@ -93,11 +98,13 @@ fn scale_and_zero_point(xs: &[f32]) -> (f32, u8) {
 /// Rounds half to even. Adding and removing 1.5 * 2^23 leaves no fraction bits, and the FPU's default rounding is
 /// to nearest even; exact for |x| < 2^22, and `x / scale` is within +-255 by construction. Unlike `round_ties_even`,
 /// which is a libm call on x86-64's baseline, it vectorises.
+#[inline(always)]
 fn round_half_even(x: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0;
     (x + SHIFT) - SHIFT
 }
 
+#[inline(always)]
 fn quantize(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
     let zero_point = i32::from(zero_point);
     // A division that reads or yields a subnormal takes the CPU's microcode path, 20 times slower, and activations

@@ -2,6 +2,41 @@
 //! the softmax and the attention products, the same bits on every CPU, so that the token ids do not depend on which
 //! CPU picked them.
 
+/// Defines a function that runs its body compiled for the widest vectors this CPU has: on x86-64 AVX-512, else
+/// AVX2, else the baseline's SSE2 (the build targets the baseline, so plain loops otherwise get SSE2 only);
+/// elsewhere the baseline. Only for bodies whose every operation rounds alike at any width (plain f32 arithmetic,
+/// no fused multiply-add, a fixed order): whichever runs, the results are the same bits. Functions the body calls
+/// must be `#[inline(always)]` to be compiled with it.
+macro_rules! widest_vectors {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
 pub(crate) mod attention_matmul;
 pub(crate) mod dynamic_quantize;
 pub(crate) mod int8_matmul;
