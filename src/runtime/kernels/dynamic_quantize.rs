@@ -197,4 +197,36 @@ mod tests {
         assert_eq!(run_quantize(&cases[0])?.0, [153, 255, 0, 26, 221, 179]);
         Ok(())
     }
+
+    /// The baseline's compilation against the wider ones this CPU runs (`widest_vectors!`).
+    #[test]
+    fn every_vector_width_quantizes_alike() {
+        let xs: Vec<f32> = (0..3843)
+            .map(|i| ((i * 7919) % 2003) as f32 / 97.0 - 9.5)
+            .chain([1e-40, -0.0, f32::NAN])
+            .collect();
+        let mut expected = vec![0u8; xs.len()];
+        let expected_range = quantize_u8::baseline(&xs, &mut expected);
+        #[cfg(target_arch = "x86_64")]
+        for (name, available, variant) in [
+            (
+                "avx2",
+                std::arch::is_x86_feature_detected!("avx2"),
+                quantize_u8::avx2 as unsafe fn(&[f32], &mut [u8]) -> (f32, u8),
+            ),
+            (
+                "avx512",
+                std::arch::is_x86_feature_detected!("avx512f"),
+                quantize_u8::avx512,
+            ),
+        ] {
+            if !available {
+                continue;
+            }
+            let mut ys = vec![0u8; xs.len()];
+            // SAFETY: the CPU has the variant's instructions, checked above.
+            let range = unsafe { variant(&xs, &mut ys) };
+            assert_eq!((range, &ys), (expected_range, &expected), "{name}");
+        }
+    }
 }

@@ -6,33 +6,44 @@
 /// AVX2, else the baseline's SSE2 (the build targets the baseline, so plain loops otherwise get SSE2 only);
 /// elsewhere the baseline. Only for bodies whose every operation rounds alike at any width (plain f32 arithmetic,
 /// no fused multiply-add, a fixed order): whichever runs, the results are the same bits. Functions the body calls
-/// must be `#[inline(always)]` to be compiled with it.
+/// must be `#[inline(always)]` to be compiled with it. A module of the same name holds each compilation
+/// (`baseline`, and on x86-64 `avx2` and `avx512`), for the tests that check they agree.
 macro_rules! widest_vectors {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
+        fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
-                }
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
-                }
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has AVX-512F.
-                    return unsafe { avx512($($arg),*) };
+                    return unsafe { $name::avx512($($arg),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU has AVX2.
-                    return unsafe { avx2($($arg),*) };
+                    return unsafe { $name::avx2($($arg),*) };
                 }
             }
-            body($($arg),*)
+            $name::baseline($($arg),*)
+        }
+
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[inline(always)]
+            pub(super) fn baseline($($arg: $ty),*) $(-> $ret)? $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            pub(super) unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                baseline($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            pub(super) unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                baseline($($arg),*)
+            }
         }
     };
 }
