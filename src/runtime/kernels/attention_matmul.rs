@@ -115,7 +115,7 @@ impl EvalOp for AttentionMatMul {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (a, b) = args_2!(inputs);
         let shape = self.output_shape(a.shape(), b.shape())?;
-        // SAFETY: `multiply` writes every value (each batch item's rows and columns).
+        // SAFETY: `Product::run` writes every value (each batch item's rows and columns).
         let mut c = unsafe { Tensor::uninitialized::<f32>(&shape)? };
         let strides =
             |t: &Tensor| -> TVec<usize> { t.strides().iter().map(|&s| s as usize).collect() };
