@@ -256,13 +256,7 @@ mod tests {
         };
         let table = TokenEmbeddings::from_f32_bytes(&vec![0; 50257 * 32 * 4], 50257, 32).unwrap();
         let decoder = Decoder::load(&path, bytes, shape, || Ok(table)).unwrap();
-        let ops: Vec<String> = decoder
-            .plan
-            .model()
-            .nodes()
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .collect();
+        let ops = crate::runtime::graph::tests::op_names(decoder.plan.model());
         let count = |name: &str| ops.iter().filter(|op| *op == name).count();
         assert_eq!(count("GeluApproximate"), 2, "{ops:?}");
         assert_eq!(count("PowConst"), 0, "{ops:?}");

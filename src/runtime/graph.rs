@@ -351,6 +351,15 @@ pub(crate) mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::nn::Reducer;
 
+    /// The names of a graph's ops, in order.
+    pub(crate) fn op_names(model: &TypedModel) -> Vec<String> {
+        model
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect()
+    }
+
     /// Checks that every `MatMulInteger` of an ONNX file runs as our `Int8MatMul` in its compiled plan where one of
     /// our kernels runs on this CPU (tract may split one into several, as it does GPT-2's fused q/k/v projection,
     /// but leaves no integer product to its own kernels), and none elsewhere.
@@ -500,13 +509,7 @@ pub(crate) mod tests {
             ("pixels", &[1, 3, size, size]),
             ("patches", &[1, channels, side, side]),
         )?;
-        let ops: Vec<String> = graph
-            .plan
-            .model()
-            .nodes()
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .collect();
+        let ops = op_names(graph.plan.model());
         let count = |name: &str| ops.iter().filter(|op| *op == name).count();
         assert_eq!((count("Im2col"), count("LazyIm2col")), (1, 0), "{ops:?}");
 

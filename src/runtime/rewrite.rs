@@ -378,16 +378,9 @@ pub fn attention_products_on_our_op(model: &mut TypedModel) -> TractResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::graph::tests::op_names;
     use tract_onnx::tract_core::ops::cast::cast;
     use tract_onnx::tract_core::ops::math::{add, mul, pow_const, tanh};
-
-    fn op_names(model: &TypedModel) -> Vec<String> {
-        model
-            .nodes()
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .collect()
-    }
 
     /// `gelu_new` as torch exports it, over a [2, 5] input.
     fn gelu_new_graph() -> TractResult<TypedModel> {
