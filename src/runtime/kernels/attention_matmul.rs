@@ -1,11 +1,13 @@
 //! The f32 products of attention, between two computed tensors: the scores `q . K^T` and the weighted sum of the
 //! values. In a decoder step they take one query row (five for a beam) against the whole cache, and tract's matrix
 //! product packs the cache into its tile layout on every call before multiplying; this op reads both sides where
-//! they lie, at any strides, so a step's product is a few thousand short dot products and nothing else.
+//! they lie, at any strides, so a step's product is a few thousand short dot products and nothing else. Over many
+//! rows (the ViT's 50 patches) it runs `tiles`, register tiles of fused multiply-adds over one packed side.
 //!
-//! Not tract's bits: tract's kernels sum in their tiles' order with fused multiply-adds where the CPU has them.
-//! These sum in one fixed order with plain multiplications and additions, so they are the same on every CPU, and
-//! were taken with their own golden check, like the softmax (ARCHITECTURE.md, the rewrite invariant).
+//! At a few rows, not tract's bits: tract's kernels sum in their tiles' order with fused multiply-adds where the
+//! CPU has them. These sum in one fixed order with plain multiplications and additions, so they are the same on
+//! every CPU, and were taken with their own golden check, like the softmax (ARCHITECTURE.md, the rewrite
+//! invariant). Over many rows, tract's bits (`tiles`).
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -13,7 +15,9 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use crate::runtime::kernels::spin_pool;
 
-/// The most rows of a product this op takes ([`AttentionMatMul::pays_off_for`]).
+mod tiles;
+
+/// The most rows of a product taken as dot products; more go to `tiles`.
 const FEW_ROWS: i64 = 16;
 
 /// `c[.., i, j] = sum_t a[.., i, t] * b[.., t, j]` over shared batch axes, each tensor's axes in any order: the
@@ -28,13 +32,16 @@ pub struct AttentionMatMul {
     columns: [usize; 2],
     /// The summed axis in `a` and `b`.
     summed: [usize; 2],
+    /// Axes of one value outside that pattern (the ViT's weighted values have a batch axis that its inputs lack):
+    /// their positions in `a`, `b` and `c` where they have one. Nothing is indexed along them.
+    units: TVec<[Option<usize>; 3]>,
 }
 
 impl AttentionMatMul {
     /// The op for an einsum of two inputs given by their axis labels (`"ambk"`, `"abnk"`, `"abmn"`), when it is a
     /// batched matrix product: every label once per tensor, one summed, one row and one column axis, the others
-    /// in all three.
-    pub fn for_einsum(a: &str, b: &str, c: &str) -> Option<AttentionMatMul> {
+    /// in all three, or of one value (`units`, the labels of the axes the graph knows to have one value).
+    pub fn for_einsum(a: &str, b: &str, c: &str, units: &str) -> Option<AttentionMatMul> {
         let unique = |labels: &str| {
             labels
                 .chars()
@@ -48,38 +55,84 @@ impl AttentionMatMul {
         labels.sort_unstable();
         labels.dedup();
         let (mut batch, mut rows, mut columns, mut summed) = (tvec![], vec![], vec![], vec![]);
+        let mut unit_axes = tvec![];
         for label in labels {
-            match [position(a, label), position(b, label), position(c, label)] {
+            let positions = [position(a, label), position(b, label), position(c, label)];
+            match positions {
                 [Some(pa), Some(pb), Some(pc)] => batch.push([pa, pb, pc]),
-                [Some(pa), None, Some(pc)] => rows.push([pa, pc]),
-                [None, Some(pb), Some(pc)] => columns.push([pb, pc]),
-                [Some(pa), Some(pb), None] => summed.push([pa, pb]),
+                [Some(_), None, Some(_)] => rows.push((label, positions)),
+                [None, Some(_), Some(_)] => columns.push((label, positions)),
+                [Some(_), Some(_), None] => summed.push((label, positions)),
+                _ if units.contains(label) => unit_axes.push(positions),
                 _ => return None,
             }
         }
         // Batch axes in `c`'s order, so that items are numbered as `c` lays them out.
         batch.sort_unstable_by_key(|p| p[2]);
-        match (&*rows, &*columns, &*summed) {
-            ([rows], [columns], [summed]) => Some(AttentionMatMul {
-                batch,
-                rows: *rows,
-                columns: *columns,
-                summed: *summed,
-            }),
-            _ => None,
-        }
+        // Where a role has several axes, those of one value are not indexed; one axis must be left.
+        let one_axis = |axes: Vec<(char, [Option<usize>; 3])>| {
+            let (ones, others): (Vec<_>, Vec<_>) = axes
+                .into_iter()
+                .partition(|(label, _)| units.contains(*label));
+            match (&*ones, &*others) {
+                ([(_, only)], []) | ([], [(_, only)]) => Some(*only),
+                (_, [(_, only)]) => {
+                    unit_axes.extend(ones.iter().map(|(_, positions)| *positions));
+                    Some(*only)
+                }
+                _ => None,
+            }
+        };
+        let [rows, columns, summed] = [rows, columns, summed].map(one_axis);
+        let (Some(rows), Some(columns), Some(summed)) = (rows, columns, summed) else {
+            return None;
+        };
+        let two = |positions: [Option<usize>; 3], [i, j]: [usize; 2]| {
+            Some([positions[i]?, positions[j]?])
+        };
+        Some(AttentionMatMul {
+            batch,
+            rows: two(rows, [0, 2])?,
+            columns: two(columns, [1, 2])?,
+            summed: two(summed, [0, 1])?,
+            units: unit_axes,
+        })
+    }
+
+    /// The rank of `a`, `b` or `c` (`tensor` 0, 1 or 2).
+    fn rank(&self, tensor: usize) -> usize {
+        let units = self.units.iter().filter(|p| p[tensor].is_some()).count();
+        self.batch.len() + 2 + units
     }
 
     /// Whether this op beats tract's product for an `a` of this shape: at a few rows (a decoder step's 1 to 5, a
     /// prefix's 10; any number the graph leaves symbolic is a decoder's), where packing the other side is most of
-    /// tract's work. Over many rows (the ViT's 50 patches) tract's packed tiles repay their packing and run faster
-    /// than these dot products (BENCHMARKS.md).
+    /// tract's work; over more (the ViT's 50 patches) where the CPU fuses multiply-adds, for `tiles`, which pack
+    /// one side where tract packs both, and give tract's bits. Without fused multiply-adds tract's product stays.
     pub fn pays_off_for(&self, a: &[TDim]) -> bool {
-        a[self.rows[0]].as_i64().is_none_or(|rows| rows <= FEW_ROWS)
+        a[self.rows[0]]
+            .as_i64()
+            .is_none_or(|rows| rows <= FEW_ROWS || tiles::kernel().is_some())
     }
 
     fn output_shape<D: DimLike>(&self, a: &[D], b: &[D]) -> TractResult<TVec<D>> {
-        let mut shape: TVec<D> = tvec![D::zero(); self.batch.len() + 2];
+        ensure!(
+            a.len() == self.rank(0) && b.len() == self.rank(1),
+            "inputs of rank {} and {}",
+            a.len(),
+            b.len()
+        );
+        let mut shape: TVec<D> = tvec![D::zero(); self.rank(2)];
+        for [pa, pb, pc] in &self.units {
+            let dims = [pa.map(|p| &a[p]), pb.map(|p| &b[p])];
+            ensure!(
+                dims.iter().flatten().all(|&d| *d == D::one()),
+                "an axis of {dims:?} values where one was expected"
+            );
+            if let Some(pc) = pc {
+                shape[*pc] = D::one();
+            }
+        }
         for &[pa, pb, pc] in &self.batch {
             ensure!(
                 a[pa] == b[pb],
@@ -136,6 +189,7 @@ impl EvalOp for AttentionMatMul {
         let mut c_plain = c.try_as_plain_ram_mut()?;
         let output = Output(c_plain.as_slice_mut::<f32>()?.as_mut_ptr());
         let run = |first: usize, last: usize| {
+            let mut scratch = Vec::new();
             for item in first..last {
                 let mut offsets = [0usize; 3];
                 let mut rest = item;
@@ -152,6 +206,7 @@ impl EvalOp for AttentionMatMul {
                         &a_values[offsets[0]..],
                         &b_values[offsets[1]..],
                         output.at(offsets[2]),
+                        &mut scratch,
                     )
                 };
             }
@@ -164,12 +219,7 @@ impl EvalOp for AttentionMatMul {
 
 impl TypedOp for AttentionMatMul {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(
-            inputs.len() == 2
-                && inputs
-                    .iter()
-                    .all(|f| f.datum_type == f32::datum_type() && f.rank() == self.batch.len() + 2)
-        );
+        ensure!(inputs.len() == 2 && inputs.iter().all(|f| f.datum_type == f32::datum_type()));
         Ok(tvec!(f32::fact(
             self.output_shape(&inputs[0].shape, &inputs[1].shape)?
         )))
@@ -210,7 +260,13 @@ const LANES: usize = 16;
 impl Product {
     /// # Safety
     /// `c` must be valid for writes at `i * self.c[0] + j * self.c[1]` for every row `i` and column `j`.
-    unsafe fn run(&self, a: &[f32], b: &[f32], c: *mut f32) {
+    unsafe fn run(&self, a: &[f32], b: &[f32], c: *mut f32, scratch: &mut Vec<f32>) {
+        if self.rows > FEW_ROWS as usize
+            && let Some(kernel) = tiles::kernel()
+        {
+            // SAFETY: the caller's.
+            return unsafe { kernel(self, a, b, c, scratch) };
+        }
         let Product {
             rows,
             columns,
@@ -287,16 +343,29 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::graph::tests::op_names;
+    use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::tract_linalg::multithread::{Executor, multithread_tract_scope};
 
     #[test]
     fn batched_products_are_recognised_by_their_labels() {
-        let op = AttentionMatMul::for_einsum("ambk", "abnk", "abmn").expect("scores");
+        let op = AttentionMatMul::for_einsum("ambk", "abnk", "abmn", "").expect("scores");
         assert_eq!(op.batch.to_vec(), [[0, 0, 0], [2, 1, 1]]);
         assert_eq!((op.rows, op.columns, op.summed), ([1, 2], [2, 3], [3, 3]));
-        let op = AttentionMatMul::for_einsum("abmk", "abkn", "ambn").expect("weighted values");
+        let op = AttentionMatMul::for_einsum("abmk", "abkn", "ambn", "").expect("weighted values");
         assert_eq!(op.batch.to_vec(), [[0, 0, 0], [1, 1, 2]]);
-        assert!(AttentionMatMul::for_einsum("mk", "kn", "mn").is_some());
+        assert!(AttentionMatMul::for_einsum("mk", "kn", "mn", "").is_some());
+        // The ViT's weighted values: an output axis of one value, in no input.
+        let op = AttentionMatMul::for_einsum("bmk", "kbn", "ambn", "a").expect("a unit axis");
+        assert_eq!(op.units.to_vec(), [[None, None, Some(0)]]);
+        assert_eq!((op.rows, op.columns, op.summed), ([1, 1], [2, 3], [2, 0]));
+        assert!(AttentionMatMul::for_einsum("bmk", "kbn", "ambn", "").is_none());
+        // A decoder step's single query row is still the rows' axis; a second axis of one value beside it is not.
+        let op = AttentionMatMul::for_einsum("xmk", "kn", "mn", "mx").expect("one row");
+        assert_eq!(
+            (op.rows, op.units.to_vec()),
+            ([1, 0], vec![[Some(0), None, None]])
+        );
         for (a, b, c, what) in [
             ("mkk", "kn", "mn", "a repeated label"),
             ("mkj", "kjn", "mn", "two summed axes"),
@@ -306,7 +375,7 @@ mod tests {
             ("bmk", "bkn", "bn", "a row axis summed away"),
         ] {
             assert!(
-                AttentionMatMul::for_einsum(a, b, c).is_none(),
+                AttentionMatMul::for_einsum(a, b, c, "").is_none(),
                 "{what}: {a},{b}->{c}"
             );
         }
@@ -341,7 +410,7 @@ mod tests {
             ("abmk", "abkn", "ambn"),
             ("abkm", "abnk", "abnm"),
         ] {
-            let op = AttentionMatMul::for_einsum(a_labels, b_labels, c_labels).unwrap();
+            let op = AttentionMatMul::for_einsum(a_labels, b_labels, c_labels, "").unwrap();
             // Labels: a = batch, b = heads, m = rows, n = columns, k = summed; the last layout takes neither fast path.
             let size = |l: char| match l {
                 'a' => batch,
@@ -403,10 +472,62 @@ mod tests {
         Ok(())
     }
 
+    /// Over many rows, on a CPU that fuses multiply-adds, the tiles sum each value as tract's kernels do: tract's
+    /// own optimised product gives the same bits. Elsewhere such a product stays tract's.
+    #[test]
+    fn many_rows_give_tracts_bits() -> TractResult<()> {
+        for (labels, a_shape, b_shape) in [
+            // The ViT's scores and weighted values as its graph has them; then 37 columns (part of a panel) and
+            // 21 rows (part of a tile).
+            (
+                ["mbk", "nbk", "bmn", ""],
+                &[50, 12, 64][..],
+                &[50, 12, 64][..],
+            ),
+            (["bmk", "kbn", "ambn", "a"], &[12, 50, 50], &[50, 12, 64]),
+            (
+                ["ambk", "anbk", "abmn", ""],
+                &[2, 21, 3, 40],
+                &[2, 37, 3, 40],
+            ),
+        ] {
+            let [a_labels, b_labels, c_labels, units] = labels;
+            let a = Tensor::from_shape(a_shape, &values(a_shape.iter().product(), 5))?;
+            let b = Tensor::from_shape(b_shape, &values(b_shape.iter().product(), 6))?;
+            let op = AttentionMatMul::for_einsum(a_labels, b_labels, c_labels, units).unwrap();
+            let a_dims: TVec<TDim> = a_shape.iter().map(|&d| d.to_dim()).collect();
+            if tiles::kernel().is_none() {
+                assert!(!op.pays_off_for(&a_dims), "{labels:?}");
+                continue;
+            }
+            assert!(op.pays_off_for(&a_dims), "{labels:?}");
+            let mut model = TypedModel::default();
+            let a_source = model.add_source("a", f32::fact(a_shape))?;
+            let b_source = model.add_source("b", f32::fact(b_shape))?;
+            let axes = AxesMapping::from_strs(&[a_labels, b_labels], &[c_labels])?;
+            let product = model.wire_node(
+                "product",
+                EinSum::new(axes, f32::datum_type()),
+                &[a_source, b_source],
+            )?;
+            model.select_output_outlets(&product)?;
+            let tracts = model.into_optimized()?;
+            assert!(
+                op_names(&tracts).iter().any(|name| name == "OptMatMul"),
+                "{tracts}"
+            );
+            let expected = tracts
+                .into_runnable()?
+                .run(tvec![a.clone().into_tvalue(), b.clone().into_tvalue()])?;
+            assert_eq!(eval(&op, &a, &b)?, *expected[0], "{labels:?}");
+        }
+        Ok(())
+    }
+
     #[test]
     fn threads_give_the_same_bits() -> TractResult<()> {
         // Enough multiply-adds to be split: 32 batch items of 5 rows, 100 columns, 70 deep.
-        let op = AttentionMatMul::for_einsum("ambk", "abnk", "abmn").unwrap();
+        let op = AttentionMatMul::for_einsum("ambk", "abnk", "abmn", "").unwrap();
         let a = Tensor::from_shape(&[8, 5, 4, 70], &values(8 * 5 * 4 * 70, 1))?;
         let b = Tensor::from_shape(&[8, 4, 100, 70], &values(8 * 4 * 100 * 70, 2))?;
         const { assert!(8 * 4 * 5 * 100 * 70 >= spin_pool::PARALLEL_MIN_MACS) };
@@ -418,7 +539,7 @@ mod tests {
 
     #[test]
     fn mismatched_shapes_are_errors() {
-        let op = AttentionMatMul::for_einsum("bmk", "bkn", "bmn").unwrap();
+        let op = AttentionMatMul::for_einsum("bmk", "bkn", "bmn", "").unwrap();
         let a = Tensor::zero::<f32>(&[2, 3, 4]).unwrap();
         for b_shape in [[2, 5, 6], [3, 4, 6]] {
             let b = Tensor::zero::<f32>(&b_shape).unwrap();

@@ -1,6 +1,6 @@
-//! Our own ops, each computing exactly what the graph's op computed (integer sums, the same float formula) or, for
-//! the softmax and the attention products, the same bits on every CPU, so that the token ids do not depend on which
-//! CPU picked them.
+//! Our own ops, each computing exactly what the graph's op computed (integer sums, the same float formula, tract's
+//! own f32 sums) or, for the softmax and the attention products at a few rows, the same bits on every CPU, so that
+//! the token ids do not depend on which CPU picked them.
 
 /// Defines a function that runs its body compiled for the widest vectors this CPU has: on x86-64 AVX-512, else
 /// AVX2, else the baseline's SSE2 (the build targets the baseline, so plain loops otherwise get SSE2 only);
