@@ -524,6 +524,97 @@ mod tests {
         Ok(())
     }
 
+    /// Each tiled kernel the CPU runs (x86-64's checked against /proc/cpuinfo, so that a broken detection cannot
+    /// become a skip) gives tract's bits for the ViT's two products of one head.
+    #[test]
+    fn every_tile_kernel_gives_tracts_bits() -> TractResult<()> {
+        let names: Vec<&str> = tiles::kernels().iter().map(|&(name, _)| name).collect();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            let flags: Vec<&str> = cpuinfo
+                .lines()
+                .find(|line| line.starts_with("flags"))
+                .map(|line| line.split_whitespace().collect())
+                .unwrap_or_default();
+            let has = |flag: &str| flags.contains(&flag);
+            assert_eq!(names.contains(&"avx512"), has("avx512f"), "{names:?}");
+            assert_eq!(
+                names.contains(&"avx2"),
+                has("avx2") && has("fma"),
+                "{names:?}"
+            );
+        }
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(names, ["neon"]);
+        // Per head: scores (50 queries against 50 keys of 64) and weighted values (50 by 50 weights, 64 wide).
+        let (tokens, width) = (50, 64);
+        let queries = values(tokens * width, 7);
+        let keys = values(tokens * width, 8);
+        let weights = values(tokens * tokens, 9);
+        let scores = Product {
+            rows: tokens,
+            columns: tokens,
+            depth: width,
+            a: [width, 1],
+            b: [1, width],
+            c: [tokens, 1],
+        };
+        let weighted = Product {
+            rows: tokens,
+            columns: width,
+            depth: tokens,
+            a: [tokens, 1],
+            b: [width, 1],
+            c: [width, 1],
+        };
+        let tracts = |labels: [&str; 3], a: &[f32], b: &[f32], shapes: [[usize; 2]; 2]| {
+            let mut model = TypedModel::default();
+            let a_source = model.add_source("a", f32::fact(shapes[0]))?;
+            let b_source = model.add_source("b", f32::fact(shapes[1]))?;
+            let axes = AxesMapping::from_strs(&labels[..2], &labels[2..])?;
+            let product = model.wire_node(
+                "product",
+                EinSum::new(axes, f32::datum_type()),
+                &[a_source, b_source],
+            )?;
+            model.select_output_outlets(&product)?;
+            let output = model.into_optimized()?.into_runnable()?.run(tvec![
+                Tensor::from_shape(&shapes[0], a)?.into_tvalue(),
+                Tensor::from_shape(&shapes[1], b)?.into_tvalue(),
+            ])?;
+            output[0]
+                .try_as_plain_ram()?
+                .as_slice::<f32>()
+                .map(<[f32]>::to_vec)
+        };
+        let expected_scores = tracts(
+            ["mk", "nk", "mn"],
+            &queries,
+            &keys,
+            [[tokens, width], [tokens, width]],
+        )?;
+        let expected_weighted = tracts(
+            ["mn", "nk", "mk"],
+            &weights,
+            &keys,
+            [[tokens, tokens], [tokens, width]],
+        )?;
+        for &(name, kernel) in tiles::kernels() {
+            for (product, a, b, expected) in [
+                (&scores, &queries, &keys, &expected_scores),
+                (&weighted, &weights, &keys, &expected_weighted),
+            ] {
+                let mut c = vec![f32::NAN; expected.len()];
+                // SAFETY: the kernel runs on this CPU (`kernels`); `c` holds the product's values at its strides.
+                unsafe { kernel(product, a, b, c.as_mut_ptr(), &mut Vec::new()) };
+                let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&c), bits(expected), "{name}");
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn threads_give_the_same_bits() -> TractResult<()> {
         // Enough multiply-adds to be split: 32 batch items of 5 rows, 100 columns, 70 deep.

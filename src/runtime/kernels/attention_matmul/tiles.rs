@@ -14,27 +14,32 @@ const TILE_ROWS: usize = 6;
 /// A kernel for one batch item's product; `scratch` holds `b` repacked when its columns are not contiguous.
 pub(super) type TileKernel = unsafe fn(&Product, &[f32], &[f32], *mut f32, &mut Vec<f32>);
 
-/// The tiled kernel for this CPU, or `None` without fused multiply-add.
+/// The tiled kernel for this CPU, the widest, or `None` without fused multiply-add.
 pub(super) fn kernel() -> Option<TileKernel> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return Some(x86::avx512);
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    kernels().first().map(|&(_, kernel)| kernel)
+}
+
+/// Every tiled kernel this CPU runs, by name, the widest first.
+pub(super) fn kernels() -> &'static [(&'static str, TileKernel)] {
+    static KERNELS: std::sync::OnceLock<Vec<(&'static str, TileKernel)>> =
+        std::sync::OnceLock::new();
+    KERNELS.get_or_init(|| {
+        let mut kernels: Vec<(&'static str, TileKernel)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
         {
-            return Some(x86::avx2);
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(("avx512", x86::avx512));
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                kernels.push(("avx2", x86::avx2));
+            }
         }
-        None
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        Some(aarch64::neon)
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        None
-    }
+        #[cfg(target_arch = "aarch64")]
+        kernels.push(("neon", aarch64::neon));
+        kernels
+    })
 }
 
 /// A CPU's f32 vector with fused multiply-add, the few operations the tiles are written in. Each is `unsafe`: the
@@ -150,7 +155,7 @@ unsafe fn product<V: Lanes>(
 }
 
 /// One tile's inputs: `ROWS` rows of `a` and a panel of `b`'s packed rows.
-pub(super) struct Tile {
+struct Tile {
     a: *const f32,
     a_row: usize,
     a_sum: usize,
@@ -161,7 +166,7 @@ pub(super) struct Tile {
 
 /// Where a tile's values go: its first value, the product's strides, and how many of the panel's columns are the
 /// product's.
-pub(super) struct Out {
+struct Out {
     c: *mut f32,
     c_row: usize,
     c_column: usize,
