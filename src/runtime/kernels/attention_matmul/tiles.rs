@@ -4,6 +4,11 @@
 //! share a loop, never a value's sum, so these are tract's bits, on every CPU that runs them. Only CPUs with fused
 //! multiply-add run them (x86-64 with FMA, aarch64): elsewhere tract's kernels do not fuse either, and the graph
 //! keeps tract's product (`AttentionMatMul::pays_off_for`).
+// Elsewhere (armv7) no kernel instantiates the tiles, and the products stay tract's.
+#![cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 
 use super::Product;
 
@@ -24,9 +29,9 @@ pub(super) fn kernels() -> &'static [(&'static str, TileKernel)] {
     static KERNELS: std::sync::OnceLock<Vec<(&'static str, TileKernel)>> =
         std::sync::OnceLock::new();
     KERNELS.get_or_init(|| {
-        let mut kernels: Vec<(&'static str, TileKernel)> = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
+            let mut kernels: Vec<(&'static str, TileKernel)> = Vec::new();
             if std::arch::is_x86_feature_detected!("avx512f") {
                 kernels.push(("avx512", x86::avx512));
             }
@@ -35,10 +40,16 @@ pub(super) fn kernels() -> &'static [(&'static str, TileKernel)] {
             {
                 kernels.push(("avx2", x86::avx2));
             }
+            kernels
         }
         #[cfg(target_arch = "aarch64")]
-        kernels.push(("neon", aarch64::neon));
-        kernels
+        {
+            vec![("neon", aarch64::neon as TileKernel)]
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            Vec::new()
+        }
     })
 }
 
