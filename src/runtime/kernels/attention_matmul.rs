@@ -472,6 +472,30 @@ mod tests {
         Ok(())
     }
 
+    /// tract's own product of `a` and `b` as an einsum of these labels, through its optimised plan (its packing
+    /// and its matrix kernel, `OptMatMul`).
+    fn tracts_product(labels: [&str; 3], a: &Tensor, b: &Tensor) -> TractResult<Tensor> {
+        let mut model = TypedModel::default();
+        let a_source = model.add_source("a", f32::fact(a.shape()))?;
+        let b_source = model.add_source("b", f32::fact(b.shape()))?;
+        let axes = AxesMapping::from_strs(&labels[..2], &labels[2..])?;
+        let product = model.wire_node(
+            "product",
+            EinSum::new(axes, f32::datum_type()),
+            &[a_source, b_source],
+        )?;
+        model.select_output_outlets(&product)?;
+        let optimised = model.into_optimized()?;
+        ensure!(
+            op_names(&optimised).iter().any(|name| name == "OptMatMul"),
+            "tract's plan has no OptMatMul: {optimised}"
+        );
+        let output = optimised
+            .into_runnable()?
+            .run(tvec![a.clone().into_tvalue(), b.clone().into_tvalue()])?;
+        Ok(output[0].clone().into_tensor())
+    }
+
     /// Over many rows, on a CPU that fuses multiply-adds, the tiles sum each value as tract's kernels do: tract's
     /// own optimised product gives the same bits. Elsewhere such a product stays tract's.
     #[test]
@@ -501,25 +525,8 @@ mod tests {
                 continue;
             }
             assert!(op.pays_off_for(&a_dims), "{labels:?}");
-            let mut model = TypedModel::default();
-            let a_source = model.add_source("a", f32::fact(a_shape))?;
-            let b_source = model.add_source("b", f32::fact(b_shape))?;
-            let axes = AxesMapping::from_strs(&[a_labels, b_labels], &[c_labels])?;
-            let product = model.wire_node(
-                "product",
-                EinSum::new(axes, f32::datum_type()),
-                &[a_source, b_source],
-            )?;
-            model.select_output_outlets(&product)?;
-            let tracts = model.into_optimized()?;
-            assert!(
-                op_names(&tracts).iter().any(|name| name == "OptMatMul"),
-                "{tracts}"
-            );
-            let expected = tracts
-                .into_runnable()?
-                .run(tvec![a.clone().into_tvalue(), b.clone().into_tvalue()])?;
-            assert_eq!(eval(&op, &a, &b)?, *expected[0], "{labels:?}");
+            let expected = tracts_product([a_labels, b_labels, c_labels], &a, &b)?;
+            assert_eq!(eval(&op, &a, &b)?, expected, "{labels:?}");
         }
         Ok(())
     }
@@ -572,21 +579,10 @@ mod tests {
             c: [width, 1],
         };
         let tracts = |labels: [&str; 3], a: &[f32], b: &[f32], shapes: [[usize; 2]; 2]| {
-            let mut model = TypedModel::default();
-            let a_source = model.add_source("a", f32::fact(shapes[0]))?;
-            let b_source = model.add_source("b", f32::fact(shapes[1]))?;
-            let axes = AxesMapping::from_strs(&labels[..2], &labels[2..])?;
-            let product = model.wire_node(
-                "product",
-                EinSum::new(axes, f32::datum_type()),
-                &[a_source, b_source],
-            )?;
-            model.select_output_outlets(&product)?;
-            let output = model.into_optimized()?.into_runnable()?.run(tvec![
-                Tensor::from_shape(&shapes[0], a)?.into_tvalue(),
-                Tensor::from_shape(&shapes[1], b)?.into_tvalue(),
-            ])?;
-            output[0]
+            let a = Tensor::from_shape(&shapes[0], a)?;
+            let b = Tensor::from_shape(&shapes[1], b)?;
+            let product = tracts_product(labels, &a, &b)?;
+            product
                 .try_as_plain_ram()?
                 .as_slice::<f32>()
                 .map(<[f32]>::to_vec)

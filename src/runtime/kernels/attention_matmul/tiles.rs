@@ -229,79 +229,78 @@ mod x86 {
     use super::{Lanes, Out, Product, Tile, product};
     use std::arch::x86_64::*;
 
-    impl Lanes for __m512 {
-        const WIDTH: usize = 16;
-        const PANEL: usize = 4;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            unsafe { _mm512_setzero_ps() }
-        }
-        #[inline(always)]
-        unsafe fn splat(value: f32) -> Self {
-            unsafe { _mm512_set1_ps(value) }
-        }
-        #[inline(always)]
-        unsafe fn load(from: *const f32) -> Self {
-            unsafe { _mm512_loadu_ps(from) }
-        }
-        #[inline(always)]
-        unsafe fn fused(a: Self, b: Self, sum: Self) -> Self {
-            unsafe { _mm512_fmadd_ps(a, b, sum) }
-        }
-        #[inline(always)]
-        unsafe fn store(self, to: *mut f32) {
-            unsafe { _mm512_storeu_ps(to, self) }
-        }
-        #[target_feature(enable = "avx512f")]
-        #[inline(never)]
-        unsafe fn tile<const ROWS: usize>(tile: &Tile, out: &Out) {
-            unsafe { tile.product::<Self, ROWS, 4>(out) }
-        }
+    /// [`Lanes`] for one vector type by its intrinsics, and the whole product on it, compiled with `$features`.
+    macro_rules! x86_lanes {
+        ($vector:ty, $width:literal, $panel:literal, $features:literal, $entry:ident,
+         $zero:ident, $splat:ident, $load:ident, $fused:ident, $store:ident) => {
+            impl Lanes for $vector {
+                const WIDTH: usize = $width;
+                const PANEL: usize = $panel;
+                #[inline(always)]
+                unsafe fn zero() -> Self {
+                    unsafe { $zero() }
+                }
+                #[inline(always)]
+                unsafe fn splat(value: f32) -> Self {
+                    unsafe { $splat(value) }
+                }
+                #[inline(always)]
+                unsafe fn load(from: *const f32) -> Self {
+                    unsafe { $load(from) }
+                }
+                #[inline(always)]
+                unsafe fn fused(a: Self, b: Self, sum: Self) -> Self {
+                    unsafe { $fused(a, b, sum) }
+                }
+                #[inline(always)]
+                unsafe fn store(self, to: *mut f32) {
+                    unsafe { $store(to, self) }
+                }
+                #[target_feature(enable = $features)]
+                #[inline(never)]
+                unsafe fn tile<const ROWS: usize>(tile: &Tile, out: &Out) {
+                    unsafe { tile.product::<Self, ROWS, $panel>(out) }
+                }
+            }
+
+            #[doc = concat!("# Safety\nThe CPU has ", $features, "; the rest as [`product`].")]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $entry(
+                p: &Product,
+                a: &[f32],
+                b: &[f32],
+                c: *mut f32,
+                s: &mut Vec<f32>,
+            ) {
+                unsafe { product::<$vector>(p, a, b, c, s) }
+            }
+        };
     }
 
-    impl Lanes for __m256 {
-        const WIDTH: usize = 8;
-        const PANEL: usize = 2;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            unsafe { _mm256_setzero_ps() }
-        }
-        #[inline(always)]
-        unsafe fn splat(value: f32) -> Self {
-            unsafe { _mm256_set1_ps(value) }
-        }
-        #[inline(always)]
-        unsafe fn load(from: *const f32) -> Self {
-            unsafe { _mm256_loadu_ps(from) }
-        }
-        #[inline(always)]
-        unsafe fn fused(a: Self, b: Self, sum: Self) -> Self {
-            unsafe { _mm256_fmadd_ps(a, b, sum) }
-        }
-        #[inline(always)]
-        unsafe fn store(self, to: *mut f32) {
-            unsafe { _mm256_storeu_ps(to, self) }
-        }
-        #[target_feature(enable = "avx2,fma")]
-        #[inline(never)]
-        unsafe fn tile<const ROWS: usize>(tile: &Tile, out: &Out) {
-            unsafe { tile.product::<Self, ROWS, 2>(out) }
-        }
-    }
-
-    /// # Safety
-    /// The CPU has AVX-512F; the rest as [`product`].
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512(p: &Product, a: &[f32], b: &[f32], c: *mut f32, s: &mut Vec<f32>) {
-        unsafe { product::<__m512>(p, a, b, c, s) }
-    }
-
-    /// # Safety
-    /// The CPU has AVX2 and FMA; the rest as [`product`].
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2(p: &Product, a: &[f32], b: &[f32], c: *mut f32, s: &mut Vec<f32>) {
-        unsafe { product::<__m256>(p, a, b, c, s) }
-    }
+    x86_lanes!(
+        __m512,
+        16,
+        4,
+        "avx512f",
+        avx512,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+    x86_lanes!(
+        __m256,
+        8,
+        2,
+        "avx2,fma",
+        avx2,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
 }
 
 #[cfg(target_arch = "aarch64")]
